@@ -1,0 +1,161 @@
+"""The ``tsuite`` command line.
+
+``tsuite fit|validate|test|predict --config FILE.yaml`` is a LightningCLI
+(model and data chosen by class path in the config). After ``fit`` the model
+is tested (when the data has a test split), logged to MLflow as a pyfunc
+model and, with ``--register NAME``, registered. The other commands are jobs
+that are not Trainer actions; this module only dispatches to them:
+
+- ``tsuite forecast``  batch forecasts of a series table (:mod:`tsuite.forecasting.forecast_job`)
+- ``tsuite register``  put a logged model in the MLflow model registry
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Optional
+
+from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import MLFlowLogger
+
+from tsuite.tables import InputError
+from tsuite.tracking import TrackingServerUnreachable, check_tracking_uri, tracking_uri
+
+# Jobs that are not Trainer actions: name -> "module:function" taking argv.
+JOBS = {
+    "forecast": "tsuite.forecasting.forecast_job:main",
+    "register": "tsuite.cli:register_main",
+}
+TRAINER_ACTIONS = ("fit", "validate", "test", "predict")
+
+
+class MLflowSaveConfig(SaveConfigCallback):
+    """Log the fully resolved config to the MLflow run as ``config.yaml`` (MLflow has no log_dir to write to)."""
+
+    def save_config(self, trainer, pl_module, stage) -> None:  # noqa: ANN001 - Lightning's signature
+        if isinstance(trainer.logger, MLFlowLogger):
+            text = self.parser.dump(self.config, skip_none=False)
+            trainer.logger.experiment.log_text(trainer.logger.run_id, text, "config.yaml")
+
+
+class TsuiteCLI(LightningCLI):
+    """LightningCLI with MLflow tracking by default and model logging/registration after ``fit``."""
+
+    def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001
+        parser.add_argument("--register", type=Optional[str], default=None,
+                            help="After fit, register the logged model under this name in the MLflow registry.")
+        parser.add_argument("--alias", type=Optional[str], default="champion",
+                            help="Alias set on the registered version (with --register).")
+        parser.add_argument("--log_model", type=bool, default=True,
+                            help="After fit, log the trained model to the MLflow run.")
+        parser.add_argument("--test_after_fit", type=bool, default=True,
+                            help="After fit, evaluate on the test split when the data module has one.")
+
+    def _option(self, name: str):
+        return self.config[self.subcommand].get(name)
+
+    def before_fit(self) -> None:
+        logger = self.trainer.logger
+        if isinstance(logger, MLFlowLogger):
+            check_tracking_uri(logger._tracking_uri)
+        # Load and validate the data now, so bad input fails before any run or training starts.
+        self.datamodule.prepare_data()
+        self.datamodule.setup("fit")
+
+    def after_fit(self) -> None:
+        trainer, model, data = self.trainer, self.model, self.datamodule
+        if trainer.interrupted:
+            return
+        if self._option("test_after_fit") and getattr(data, "has_test_split", False):
+            trainer.test(model, datamodule=data, verbose=trainer.is_global_zero)
+        logger = trainer.logger
+        if not (trainer.is_global_zero and isinstance(logger, MLFlowLogger) and self._option("log_model")):
+            return
+        if not hasattr(model, "predict_frame") or not hasattr(data, "input_example"):
+            print("tsuite: model or data module has no table interface; the model was not logged to MLflow")
+            return
+        from tsuite.tracking import log_model
+
+        register = self._option("register")
+        uri = log_model(model.cpu(), data.input_example(), logger.run_id, register, self._option("alias"))
+        print(f"tsuite: logged model {uri} (tracking URI {logger._tracking_uri})")
+        if register:
+            alias = self._option("alias")
+            print(f"tsuite: registered as models:/{register}" + (f"@{alias}" if alias else ""))
+
+
+def run_lightning_cli(argv: list[str]) -> None:
+    TsuiteCLI(
+        LightningModule,
+        LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        save_config_callback=MLflowSaveConfig,
+        save_config_kwargs={"save_to_log_dir": False},
+        trainer_defaults={
+            "logger": {
+                "class_path": "lightning.pytorch.loggers.MLFlowLogger",
+                "init_args": {"experiment_name": "tsuite", "tracking_uri": tracking_uri()},
+            },
+            "default_root_dir": "outputs",
+        },
+        args=argv,
+    )
+
+
+def register_main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(
+        prog="tsuite register", description="Register a logged model in the MLflow model registry."
+    )
+    parser.add_argument("source", help="a run ID, runs:/<run_id>/model, or a models:/ URI")
+    parser.add_argument("--name", required=True, help="registered model name")
+    parser.add_argument("--alias", default=None, help="alias to point at the new version, e.g. champion")
+    args = parser.parse_args(argv)
+    from tsuite.tracking import register
+
+    check_tracking_uri()
+    version = register(args.source, args.name, args.alias)
+    target = f"models:/{args.name}@{args.alias}" if args.alias else f"models:/{args.name}/{version}"
+    print(f"registered {args.source} as {args.name} version {version}: {target}")
+
+
+USAGE = """usage: tsuite COMMAND [options]
+
+Trainer actions (LightningCLI; see `tsuite fit --help`):
+  fit        train a model:  tsuite fit --config configs/forecasting/arnet_sunspots.yaml
+  validate   evaluate on the validation split
+  test       evaluate on the test split
+  predict    run the predict loop
+
+Jobs:
+  forecast   tsuite forecast --model MODEL --input TABLE --output TABLE [--horizon H]
+  register   tsuite register RUN_OR_URI --name NAME [--alias champion]
+
+MODEL is an MLflow model URI (models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/model),
+a local MLflow model folder or a Lightning checkpoint. Runs are tracked at
+$MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory.
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0
+    try:
+        if argv[0] in JOBS:
+            module, _, func = JOBS[argv[0]].partition(":")
+            getattr(importlib.import_module(module), func)(argv[1:])
+        else:
+            run_lightning_cli(argv)
+    except (InputError, TrackingServerUnreachable, FileNotFoundError) as err:
+        print(f"tsuite: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
