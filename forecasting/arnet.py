@@ -8,7 +8,7 @@ the AR coefficients (optionally preceded by hidden layers), trained by SGD
 (Adam, one-cycle learning-rate policy) on the mean squared error plus the
 paper's sparsity regulariser
 
-    R(θ) = 1/p · Σ_i ( 2 / (1 + exp(−c1 · |θ_i|^(1/c2))) − 1 ),   c1 = c2 = 3,
+    R(θ) = 1/p · Σ_i ( 2 / (1 + exp(−c1 · |θ_i|^(1/c2))) − 1 ),
 
 applied to the first layer's weights with strength λ. As in the authors'
 implementation, λ = reg_strength · (1/sparsity − 1) for an estimated sparsity
@@ -19,7 +19,9 @@ Differences from the paper: multi-step forecasts use one linear output per
 horizon step (the paper's single-step model is ``horizon=1``); inputs are
 scaled per series (the paper's synthetic data is already standardised); the
 λ formula and ramp follow the authors' released code, which the paper describes
-only qualitatively.
+only qualitatively; c1 = c2 = 2 by default (the paper states 3; with 3, a
+20-lag model on 1000 points of AR(3) stayed at sTPE 7-20 in our runs, against
+1-9 with 2).
 """
 
 from __future__ import annotations
@@ -40,9 +42,12 @@ class ARNet(WindowForecaster):
         horizon: number of steps forecast at once.
         hidden_sizes: widths of optional hidden layers (ReLU); empty for the linear AR-Net.
         sparsity: estimated share of lags that matter, in (0, 1]; None or 1 disables regularisation.
-        reg_strength: scale of λ (λ = reg_strength · (1/sparsity − 1)).
+        reg_strength: scale of λ (λ = reg_strength · (1/sparsity − 1)). The best value falls with the
+            amount of data: 0.02 (the authors' default) for 100k points and 100 lags, 0.15 for 1000
+            points and 20 lags (configs/forecasting/arnet_ar3.yaml).
         reg_start, reg_full: the fractions of training where λ starts ramping up and reaches its full value.
-        c1, c2: shape constants of the regulariser (the paper uses 3 and 3).
+        c1, c2: shape constants of the regulariser (the paper's text uses 3 and 3; the authors' code and
+            tsuite default to 2 and 2, which recovered AR(3) coefficients better in our runs).
         loss: ``mse`` (the paper) or ``huber``.
         lr: peak learning rate of the one-cycle schedule.
         weight_decay: Adam weight decay.
@@ -57,8 +62,8 @@ class ARNet(WindowForecaster):
         reg_strength: float = 0.02,
         reg_start: float = 0.0,
         reg_full: float = 0.5,
-        c1: float = 3.0,
-        c2: float = 3.0,
+        c1: float = 2.0,
+        c2: float = 2.0,
         loss: Literal["mse", "huber"] = "mse",
         lr: float = 0.01,
         weight_decay: float = 0.0,
@@ -113,7 +118,8 @@ class ARNet(WindowForecaster):
             return 0.0
         w = self.net[0].weight.abs()
         c1, c2 = self.hparams.c1, self.hparams.c2
-        r = 2.0 / (1.0 + torch.exp(-c1 * w.pow(1.0 / c2))) - 1.0
+        # clamp: the c2-th root has an infinite slope at exactly 0
+        r = 2.0 / (1.0 + torch.exp(-c1 * w.clamp_min(1e-12).pow(1.0 / c2))) - 1.0
         return lam * r.mean()
 
     def configure_optimizers(self):

@@ -40,6 +40,8 @@ def stpe(estimated, true) -> float:
     """
     est = np.asarray(torch.as_tensor(estimated).detach().cpu(), dtype=np.float64).ravel()
     ref = np.asarray(true, dtype=np.float64).ravel()
+    if not np.all(np.isfinite(est)):
+        raise ValueError("stpe: the estimated coefficients are not all finite")
     n = max(len(est), len(ref))
     est, ref = np.pad(est, (0, n - len(est))), np.pad(ref, (0, n - len(ref)))
     denom = np.abs(est).sum() + np.abs(ref).sum()

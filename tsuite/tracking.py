@@ -58,8 +58,7 @@ def save_weights(model: TsuiteModule, path: str | os.PathLike) -> Path:
     """Save what rebuilds ``model``: its class path, hyperparameters and state dict (loadable with weights_only=True)."""
     bundle = {
         "class_path": class_path(model),
-        # LightningCLI adds private keys such as _class_path: keep only the constructor's arguments.
-        "hparams": _plain({k: v for k, v in model.hparams.items() if not k.startswith("_")}),
+        "hparams": _plain(dict(model.hparams)),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
     torch.save(bundle, path)
@@ -78,7 +77,8 @@ def load_weights(path: str | os.PathLike) -> TsuiteModule:
     else:
         raise ValueError(f"{path}: not a tsuite model file or checkpoint (no class path stored in it)")
     cls = _import(cls_path)
-    model = cls(**hparams)
+    # LightningCLI adds private keys such as _class_path: pass only the constructor's arguments.
+    model = cls(**{k: v for k, v in hparams.items() if not k.startswith("_")})
     model.load_state_dict(state)
     return model.eval()
 
