@@ -87,7 +87,8 @@ class TsuiteCLI(LightningCLI):
             print(f"tsuite: registered as models:/{register}" + (f"@{alias}" if alias else ""))
 
 
-def run_lightning_cli(argv: list[str]) -> None:
+def run_lightning_cli(argv: list[str] | None) -> None:
+    """Run the LightningCLI on ``argv`` (None: read sys.argv, as the console script does)."""
     TsuiteCLI(
         LightningModule,
         LightningDataModule,
@@ -141,6 +142,7 @@ $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory.
 
 
 def main(argv: list[str] | None = None) -> int:
+    from_console = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
@@ -150,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             module, _, func = JOBS[argv[0]].partition(":")
             getattr(importlib.import_module(module), func)(argv[1:])
         else:
-            run_lightning_cli(argv)
+            run_lightning_cli(None if from_console else argv)
     except (InputError, TrackingServerUnreachable, FileNotFoundError) as err:
         print(f"tsuite: error: {err}", file=sys.stderr)
         return 2
