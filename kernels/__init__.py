@@ -1,0 +1,1 @@
+from .prefix_attention import PrefixAttentionState, prefix_attention, prefix_attention_step
