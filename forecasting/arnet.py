@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from tsuite.forecasting.base import WindowForecaster
+from tsuite.forecasting.metrics import stpe
 
 
 class ARNet(WindowForecaster):
@@ -98,6 +99,12 @@ class ARNet(WindowForecaster):
         if self.hparams.hidden_sizes:
             raise ValueError("ar_coefficients are defined only for the linear AR-Net (hidden_sizes empty)")
         return self.net[0].weight.detach().flip(-1)
+
+    def on_train_epoch_end(self) -> None:
+        """Log sTPE (coefficient recovery, in %) when the data comes from an AR process with known coefficients."""
+        true = getattr(getattr(self.trainer, "datamodule", None), "true_ar_coefficients", None)
+        if true is not None and not self.hparams.hidden_sizes:
+            self.log("train_stpe", stpe(self.ar_coefficients[0], true))
 
     def lam(self) -> float:
         """Current regularisation strength λ: 0 before reg_start, quadratic ramp to λ_max at reg_full."""

@@ -139,6 +139,13 @@ class SeriesDataModule(pl.LightningDataModule):
             self.datasets[split] = TensorDataset(x, t, loc[sid], scale[sid], mase[sid], sid)
 
     @property
+    def true_ar_coefficients(self) -> list[float] | None:
+        """The generating AR coefficients (lag 1 first) when the source is the ``ar`` generator, else None."""
+        if self.source in ("ar", "ar:"):
+            return list((self.ar or ARProcess()).coefficients)
+        return None
+
+    @property
     def has_test_split(self) -> bool:
         self.setup()
         return "test" in self.datasets

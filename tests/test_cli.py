@@ -83,6 +83,19 @@ def test_forecast_from_lightning_checkpoint(mlflow_home):
     assert len(fc) == 6 and np.isfinite(fc["ARNet"]).all()
 
 
+def test_validate_test_and_predict_from_a_checkpoint(mlflow_home):
+    import mlflow
+
+    assert main(["fit", "--config", SUNSPOTS, *QUIET, "--log_model", "false"]) == 0
+    ckpt = str(next(Path("outputs").rglob("*.ckpt")))
+    for action in ("validate", "test", "predict"):
+        assert main([action, "--config", SUNSPOTS, "--trainer.enable_progress_bar", "false", "--ckpt_path", ckpt]) == 0
+    runs = mlflow.search_runs(experiment_names=["tsuite"])
+    assert len(runs) == 4
+    assert runs["metrics.test_mae"].notna().sum() == 2  # fit (test after fit) and test
+    assert runs["metrics.val_mae"].notna().sum() >= 2  # fit and validate
+
+
 def test_bad_data_fails_before_any_training(mlflow_home, capsys):
     bad = mlflow_home / "bad.csv"
     pd.DataFrame({"unique_id": ["a"] * 50, "ds": range(50), "y": ["x"] * 50}).to_csv(bad, index=False)

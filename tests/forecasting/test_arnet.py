@@ -35,6 +35,7 @@ def test_recovers_ar3_coefficients_from_1000_points_with_20_lags():
     assert arnet < 5.0, f"AR-Net sTPE {arnet:.2f} (least squares {ols:.2f})"
     assert ols > 15.0  # the paper's contrast: least squares spreads weight over the 17 spurious lags
     np.testing.assert_allclose(model.ar_coefficients[0, :3].numpy(), TRUE, atol=0.06)
+    assert model.trainer.callback_metrics["train_stpe"].item() == pytest.approx(arnet, rel=1e-5)  # logged too
     assert model.ar_coefficients[0, 3:].abs().max() < 0.05
 
 
