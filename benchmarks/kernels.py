@@ -17,7 +17,7 @@ import torch
 
 from benchmarks.common import copy_bandwidth_gbps
 
-MODULES = ("benchmarks.kernels_scan", "benchmarks.kernels_prefix_attention", "benchmarks.kernels_diag_ssm")
+MODULES = ("benchmarks.kernels_scan", "benchmarks.kernels_prefix_attention", "benchmarks.kernels_diag_ssm", "benchmarks.kernels_conv")
 
 
 def table(rows: list[dict]) -> str:

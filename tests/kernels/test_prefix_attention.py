@@ -76,9 +76,9 @@ def assert_close_all(got, want, tol):
 
 
 @needs_triton
-@pytest.mark.parametrize("L", [1, 7, 100, 257])
-@pytest.mark.parametrize("q_batched", [True, False])
+@pytest.mark.parametrize("L,q_batched", [(1, True), (7, True), (100, True), (100, False), (257, False)])
 def test_triton_matches_reference_on_odd_lengths(L, q_batched):
+    # Default launch: blocks of a few chunks, a partial last chunk at L = 7, 100, 257.
     q, k, v, do = make_inputs(L=L, q_batched=q_batched, device=DEVICE, seed=L)
     got = grads_of(lambda *x: prefix_attention(*x, backend="triton"), q, k, v, do)
     assert_close_all(got, reference64(q, k, v, do), TOL_FP32)
@@ -87,10 +87,34 @@ def test_triton_matches_reference_on_odd_lengths(L, q_batched):
 @needs_triton
 @pytest.mark.parametrize("chunk,segment", [(16, 16), (16, 48), (32, None)])
 def test_triton_matches_reference_across_chunks_and_segments(chunk, segment):
-    # d = 24 is not a power of two (masked head dim); many segments exercise the two-level scan.
+    # d = 24 is not a power of two (masked head dim); 17 blocks of one chunk, or 6 of three
+    # chunks (the carry from chunk to chunk inside a block), merged by the scan over blocks.
     q, k, v, do = make_inputs(B=1, H=2, L=257, d=24, device=DEVICE, seed=chunk + (segment or 0))
     got = grads_of(lambda *x: _prefix_attention_triton(*x, chunk=chunk, segment=segment), q, k, v, do)
     assert_close_all(got, reference64(q, k, v, do), TOL_FP32)
+
+
+@needs_triton
+def test_triton_scan_carries_across_steps_over_many_blocks():
+    # 38 chunks in 19 blocks of two, scanned 4 summaries a step: five steps forward and in
+    # reverse, so the scan's own carry from step to step is exercised in both directions.
+    q, k, v, do = make_inputs(B=1, H=1, L=601, d=16, device=DEVICE, seed=5)
+    got = grads_of(lambda *x: _prefix_attention_triton(*x, chunk=16, segment=32, scan_rows=4), q, k, v, do)
+    assert_close_all(got, reference64(q, k, v, do), TOL_FP32)
+
+
+@needs_triton
+def test_triton_float16_splits_the_weights_for_16_bit_tensor_cores():
+    # 16-bit inputs take the hi + lo split of the softmax weights (two fp16 products):
+    # o and dv must be as close as rounding the exact result to fp16, dq and dk within a few u.
+    q, k, v, do = (x.half() for x in make_inputs(B=1, H=2, L=150, d=16, device=DEVICE, seed=11))
+    got = grads_of(lambda *x: _prefix_attention_triton(*x, chunk=16, segment=32), q, k, v, do)
+    want = reference64(q, k, v, do)
+    for name, a, b in zip(("o", "dq", "dk", "dv"), got, want):
+        assert a.dtype == torch.float16 and torch.isfinite(a).all(), name
+        rounding = rel_err(b.half(), b)
+        tol = 8 * 2.0**-11 if name in ("dq", "dk") else 5 * rounding + 1e-4
+        assert rel_err(a, b) < tol, f"{name}: {rel_err(a, b):.2e} >= {tol:.1e}"
 
 
 @needs_triton
@@ -130,8 +154,9 @@ def large_score_inputs(L, pattern, device, d=16, B=1, H=2):
 @needs_triton
 @pytest.mark.parametrize("pattern", ["random_sign", "rising", "jump"])
 def test_triton_is_stable_for_scores_of_magnitude_80(pattern):
+    # Scores of +-80 inside chunks, across chunks of a block, and across blocks (the scan).
     q, k, v, do = large_score_inputs(100, pattern, DEVICE)
-    got = grads_of(lambda *x: _prefix_attention_triton(*x, chunk=16, segment=48), q, k, v, do)
+    got = grads_of(lambda *x: _prefix_attention_triton(*x, chunk=16, segment=32), q, k, v, do)
     want = reference64(q, k, v, do)
     assert_close_all(got, want, 1e-4)  # scores of 80 in float32 carry ~1e-5 relative rounding
     loop = prefix_attention_loop(q, k, v)

@@ -1,0 +1,179 @@
+"""Benchmark: depthwise dilated convolution against cuDNN, FFT long convolution against the plain torch.fft form.
+
+dwconv1d at the MossFormer2 FSMN shapes (B, C, L, K, d) = (4, 512, 16000, 39, 1)
+and (2, 1024, 8000, 39, 2), centred, and the TCN shapes (8, 256, 32768, 3, 64)
+and (4, 512, 16000, 3, 8), causal; float32 and bfloat16; forward, and
+forward+backward (gradients for x, weight and bias). The peer is cuDNN through
+F.conv1d(groups=C) (padding=P for the centred case, an explicit left F.pad for
+the causal one), in the same dtype. fftconv at (B, H, L) = (16, 256, 4096) and
+(4, 256, 16384), float32, against y = irfft(rfft(u, 2L) rfft(k, 2L))[:L] + D u
+with autograd. Every peer is timed in this process on the same inputs, after
+its output (and gradients) were checked against ours. Bytes are the fewest the
+operation must move: forward reads x and writes y; forward+backward also reads
+x and grad_y again and writes grad_x (5 tensors).
+
+    python -m benchmarks.kernels_conv          # markdown table
+    python -m benchmarks.kernels_conv --sweep  # dwconv1d launch-choice sweep (path, row width, warps)
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+import torch.nn.functional as F
+
+from benchmarks.common import copy_bandwidth_gbps, row, time_ms
+from tsuite.kernels.dwconv1d import _dwconv1d_triton, choose_path, dwconv1d
+from tsuite.kernels.dwconv1d_ref import left_padding
+from tsuite.kernels.fftconv import fftconv
+from tsuite.kernels.fftconv_ref import fftconv_ref
+
+DW_SHAPES = [  # (name, B, C, L, K, d, causal)
+    ("FSMN", 4, 512, 16000, 39, 1, False),
+    ("FSMN", 2, 1024, 8000, 39, 2, False),
+    ("TCN", 8, 256, 32768, 3, 64, True),
+    ("TCN", 4, 512, 16000, 3, 8, True),
+]
+DW_DTYPES = (torch.float32, torch.bfloat16)
+FFT_SHAPES = [(16, 256, 4096), (4, 256, 16384)]
+
+
+def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
+def _cudnn_dwconv(x, w, b, d, causal):
+    """The usual PyTorch depthwise convolution: cuDNN, with an explicit left pad when causal."""
+    K = w.shape[1]
+    P = left_padding(K, d, causal)
+    if causal:
+        return F.conv1d(F.pad(x, (P, 0)), w[:, None, :], b, dilation=d, groups=x.shape[1])
+    if (K - 1) * d % 2 == 0:
+        return F.conv1d(x, w[:, None, :], b, padding=P, dilation=d, groups=x.shape[1])
+    return F.conv1d(x, w[:, None, :], b, padding="same", dilation=d, groups=x.shape[1])
+
+
+def _dw_inputs(B, C, L, K, dtype, seed=0):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    x = torch.randn(B, C, L, device="cuda", generator=g).to(dtype)
+    w = (torch.randn(C, K, device="cuda", generator=g) / K**0.5).to(dtype)
+    b = torch.randn(C, device="cuda", generator=g).to(dtype)
+    gy = torch.randn(B, C, L, device="cuda", generator=g).to(dtype)
+    return x, w, b, gy
+
+
+def _fwd_bwd(fn, x, w, b, gy):
+    leaves = [t.detach().requires_grad_() for t in (x, w, b)]
+    y = fn(*leaves)
+    return (y, *torch.autograd.grad(y, leaves, gy))
+
+
+def dwconv_rows(ceiling_gbps: float) -> list[dict]:
+    """Ours vs cuDNN at the FSMN and TCN shapes, after checking outputs and gradients agree."""
+    out = []
+    for name, B, C, L, K, d, causal in DW_SHAPES:
+        for dtype in DW_DTYPES:
+            x, w, b, gy = _dw_inputs(B, C, L, K, dtype)
+            shape = f"{name} B={B} C={C} L={L} K={K} d={d} {'causal' if causal else 'centred'}"
+            dt = str(dtype).removeprefix("torch.")
+            ours = lambda x, w, b: dwconv1d(x, w, b, d, causal)  # noqa: E731
+            peer = lambda x, w, b: _cudnn_dwconv(x, w, b, d, causal)  # noqa: E731
+            # Same function first (16-bit: both round once; the float64 check is tests/gpu).
+            tol = 2e-3 if dtype == torch.float32 else 2e-2  # cuDNN may use TF32 for float32 (PyTorch default)
+            got, want = _fwd_bwd(ours, x, w, b, gy), _fwd_bwd(peer, x, w, b, gy)
+            for what, a, r in zip(("y", "grad_x", "grad_w", "grad_b"), got, want):
+                e = _rel_err(a, r)
+                if not e < tol:
+                    raise RuntimeError(
+                        f"dwconv1d {shape} {dt}: {what} differs from cuDNN by {e:.2e}: no speed-up reported"
+                    )
+            elem = B * C * L * dtype.itemsize
+            with torch.no_grad():
+                f_ours, f_peer = time_ms(lambda: ours(x, w, b)), time_ms(lambda: peer(x, w, b))
+            r = row("dwconv1d fwd", shape, dt, f_ours, 2 * elem, ceiling_gbps, {"cudnn": f_peer})
+            r["path"] = choose_path(K, d, left_padding(K, d, causal), 1, dtype.itemsize)
+            out.append(r)
+            fb_ours = time_ms(lambda: _fwd_bwd(ours, x, w, b, gy))
+            fb_peer = time_ms(lambda: _fwd_bwd(peer, x, w, b, gy))
+            out.append(row("dwconv1d fwd+bwd", shape, dt, fb_ours, 5 * elem, ceiling_gbps, {"cudnn": fb_peer}))
+    return out
+
+
+def _fft_inputs(B, H, L, seed=0):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    u = torch.randn(B, H, L, device="cuda", generator=g)
+    k = torch.randn(H, L, device="cuda", generator=g) * torch.exp(-torch.arange(L, device="cuda") / (0.1 * L))
+    D = torch.randn(H, device="cuda", generator=g)
+    gy = torch.randn(B, H, L, device="cuda", generator=g)
+    return u, k, D, gy
+
+
+def fftconv_rows(ceiling_gbps: float) -> list[dict]:
+    """Ours (fused spectrum kernels, packed half-length inverse) vs the plain rfft/irfft formulation."""
+    out = []
+    for B, H, L in FFT_SHAPES:
+        u, k, D, gy = _fft_inputs(B, H, L)
+        shape = f"B={B} H={H} L={L}"
+        got, want = _fwd_bwd(fftconv, u, k, D, gy), _fwd_bwd(fftconv_ref, u, k, D, gy)
+        for what, a, r in zip(("y", "grad_u", "grad_k", "grad_D"), got, want):
+            e = _rel_err(a, r)
+            if not e < 1e-4:
+                raise RuntimeError(f"fftconv {shape}: {what} differs from the plain formulation by {e:.2e}")
+        elem = B * H * L * 4
+        with torch.no_grad():
+            f_ours, f_peer = time_ms(lambda: fftconv(u, k, D)), time_ms(lambda: fftconv_ref(u, k, D))
+        out.append(row("fftconv fwd", shape, "float32", f_ours, 2 * elem, ceiling_gbps, {"torch_fft": f_peer}))
+        fb_ours = time_ms(lambda: _fwd_bwd(fftconv, u, k, D, gy))
+        fb_peer = time_ms(lambda: _fwd_bwd(fftconv_ref, u, k, D, gy))
+        out.append(row("fftconv fwd+bwd", shape, "float32", fb_ours, 5 * elem, ceiling_gbps, {"torch_fft": fb_peer}))
+    return out
+
+
+def rows(ceiling_gbps: float) -> list[dict]:
+    """dwconv1d rows (forward, forward+backward vs cuDNN), then fftconv rows (vs plain torch.fft)."""
+    return dwconv_rows(ceiling_gbps) + fftconv_rows(ceiling_gbps)
+
+
+def sweep() -> list[dict]:
+    """dwconv1d times at the benchmark shapes under other launch choices (forward; forward+backward)."""
+    out = []
+    variants = [dict(path="direct"), dict(path="dense"), dict(path="dense", v=16), dict(path="dense", v=32),
+                dict(path="dense", v=64), dict(path="dense", num_warps=4), dict(path="dense", num_warps=8),
+                dict(path="dense", num_stages=3), dict(path="direct", block_c=2, block_t=1024),
+                dict(path="direct", block_c=8, block_t=256), dict(path="direct", num_warps=8)]
+    for name, B, C, L, K, d, causal in DW_SHAPES:
+        for dtype in DW_DTYPES:
+            x, w, b, gy = _dw_inputs(B, C, L, K, dtype)
+            elem = B * C * L * dtype.itemsize
+            for ov in variants:
+                if K < 8 and ov["path"] == "dense":
+                    continue
+                fn = lambda x, w, b: _dwconv1d_triton(x, w, b, d, causal, **ov)  # noqa: E731
+                try:
+                    with torch.no_grad():
+                        f = time_ms(lambda: fn(x, w, b), warmup=5, rep=30)
+                    fb = time_ms(lambda: _fwd_bwd(fn, x, w, b, gy), warmup=5, rep=30)
+                except Exception as e:  # a configuration out of resources is reported, not fatal
+                    print(f"{name} K={K} d={d} {dtype} {ov}: {type(e).__name__} {str(e)[:200]}")
+                    continue
+                out.append({"shape": f"{name} K={K} d={d}", "dtype": str(dtype).removeprefix("torch."),
+                            "config": " ".join(f"{k}={v}" for k, v in ov.items()),
+                            "fwd ms": f, "fwd GB/s": 2 * elem / f / 1e6, "fwd+bwd ms": fb})
+    return out
+
+
+def main(argv: list[str]) -> int:
+    from benchmarks.kernels import table
+
+    if "--sweep" in argv:
+        print(table(sweep()))
+        return 0
+    ceiling = copy_bandwidth_gbps()
+    print(f"{torch.cuda.get_device_name()}; copy ceiling {ceiling:.0f} GB/s\n")
+    print(table(rows(ceiling)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
