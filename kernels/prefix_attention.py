@@ -383,11 +383,12 @@ class _Config(NamedTuple):
     scan_rows: int  # block summaries per step of the scan (a power of two)
 
 
-# Launch defaults for an H100, per direction: (chunk C, chunks per block, warps at d <= 64
+# Launch defaults for Hopper, per direction: (chunk C, chunks per block, warps at d <= 64
 # (larger tiles take at least `_default_warps`), pipeline stages). Chosen with `python -m
-# benchmarks.kernels_prefix_attention --sweep` (bf16, B=4 H=8 L=16384 d=64).
-DEFAULT_FWD = (32, 2, 4, 2)
-DEFAULT_BWD = (32, 2, 4, 2)
+# benchmarks.kernels_prefix_attention --sweep` (bf16, B=4 H=8 L=16384 d=64) on an H200,
+# 2026-11-25: forward 0.135 ms, backward 0.471 ms; every sweep setting passes tests/gpu.
+DEFAULT_FWD = (16, 4, 2, 2)
+DEFAULT_BWD = (16, 2, 4, 1)
 SCAN_ROWS_MAX = 256  # a (256, 16) step of the scan fits 8 warps without spills
 SCAN_COLS = 16  # columns of w per scan program
 
