@@ -1,20 +1,33 @@
 """Forecasting: AR-Net (and the state-space and attention forecasters), series data, metrics, batch forecasts."""
 
+from tsuite.forecasting.aaren import AarenAttention, AarenEncoder, TransformerEncoder
+from tsuite.forecasting.aaren_forecaster import AarenForecaster
 from tsuite.forecasting.arnet import ARNet
 from tsuite.forecasting.base import WindowForecaster
+from tsuite.forecasting.event_data import EventDataModule, validate_events
+from tsuite.forecasting.event_model import EventForecaster
+from tsuite.forecasting.hawkes import HawkesProcess
 from tsuite.forecasting.metrics import MeanAbsoluteScaledError, stpe
 from tsuite.forecasting.series_data import SeriesDataModule
 from tsuite.forecasting.sources import ARProcess, load_series, statsmodels_series
 from tsuite.forecasting.validation import validate_series
 
 __all__ = [
+    "AarenAttention",
+    "AarenEncoder",
+    "AarenForecaster",
     "ARNet",
     "ARProcess",
+    "EventDataModule",
+    "EventForecaster",
+    "HawkesProcess",
     "MeanAbsoluteScaledError",
     "SeriesDataModule",
     "WindowForecaster",
     "load_series",
     "statsmodels_series",
     "stpe",
+    "TransformerEncoder",
+    "validate_events",
     "validate_series",
 ]
