@@ -1,439 +1,227 @@
-"""Fused diagonal state-space scan (S4D / LSSL recurrent mode) in Triton, forward and backward.
+"""Fused diagonal state-space scan (S4D / LSSL recurrent mode): public function, autograd and launch.
 
 y = scan(u) for a diagonal complex SSM per channel, without writing the
-(B, H, N, L) states to device memory. The sequence is cut into chunks of T
-steps and the chunks of one (batch, channel) into blocks of R chunks; a program
-owns one (batch, channel) and walks its blocks in order (backward: in reverse).
-Per block, on the tensor cores (R x T tile U of inputs):
-
-    S  = U @ Q          chunk-end states from the chunk's own inputs, Q[s] = Ā^{T-1-s} B̄
-    Hs = scan(S)        state entering each chunk: Hs[r+1] = Ā^T Hs[r] + S[r]   (associative scan over R)
-    Y  = U @ K + Hs @ P + D U     K[s, t] = 2 Re(C Ā^{t-s} B̄) (causal Toeplitz), P[t] = 2 Re(C Ā^{t+1} ·)
-
-K, P, Q and Ā^T are built once per program from (dt A, B̄, C). The backward
-is the transpose of the same linear map: the adjoint of Hs is a reverse scan
-with conj(Ā^T), and the gradients of K, P, Q, Ā^T (sums over the blocks of
-U^T dY, Hs^T dY, U^T Γ) are pulled back to (dt A, B̄, C) inside the kernel. The
-forward keeps the state at each block start (B, H, L / (R T), N): the backward
-recomputes the states inside a block from it. The zero-order hold
+(B, H, N, L) states to device memory. The Triton kernels are in
+`diag_ssm_scan_triton.py` and `diag_ssm_scan_bwd.py`. The sequence is cut into chunks of T steps and
+blocks of chunks; the forward computes each block's end state from a zero
+start (parallel over blocks), carries the states across blocks (a short scan
+over B H x L / (RB T) states), then writes every block's output from its
+entering state (parallel over blocks); the backward is the same three passes
+in reverse time for the adjoint, with the states inside a block recomputed from
+the block's entering state. Inside a block the work is matrix products on the
+tensor cores (Toeplitz K for the chunk's own inputs, P and Q for the state) and
+a scan over the chunk states. The per-channel tables K, P, Q are built once per
+call by a small kernel and kept for the backward. The zero-order hold
 (A, B, dt) -> (dt A, B̄) and its gradient are plain PyTorch on (H, N) tensors.
 The reference is `diag_ssm_scan_ref.py`.
 
-Speed (H100, B4 H256 L16384 N64): the walk over blocks is one long chain of
-dependent steps per program (scan, layout changes, barriers), so the kernels
-are latency bound, far below memory bandwidth; see benchmarks/kernels_diag_ssm.py.
+Precision of the tensor-core products (`_precision`): float32 input under
+torch's default float32 matmul precision ("highest") runs each product as
+three bfloat16 products of split operands ("bf16x3": hi*hi + hi*lo + lo*hi,
+relative error ~1e-5 against float64 on the tests' inputs, the same as float32
+arithmetic gives there; one TF32 pass would be ~5e-4; "tf32x3", three TF32
+products, is as accurate and does twice the tensor-core work). Under
+torch.set_float32_matmul_precision("high" / "medium"), and for bfloat16 /
+float16 input, one TF32 pass (~1e-3). Everything else (tables, scans,
+carries, the parameter gradients' pull-back) is float32 arithmetic.
 """
 
 from __future__ import annotations
 
 import torch
 import triton
-import triton.language as tl
 
 from ._dispatch import Backend, interpreting, use_triton
 from .diag_ssm_scan_ref import diag_ssm_scan_ref, zoh
+from .diag_ssm_scan_bwd import _bwd_kernel
+from .diag_ssm_scan_triton import _block_ends_kernel, _carry_kernel, _fwd_out_kernel, _tables_kernel
 
 __all__ = ["diag_ssm_scan"]
 
 
-# ----------------------------------------------------------------------------- Triton helpers
+# ----------------------------------------------------------------------------- launch configuration
 
 
-@triton.jit
-def _cmul(ar, ai, br, bi):
-    return ar * br - ai * bi, ar * bi + ai * br
-
-
-@triton.jit
-def _cmulc(ar, ai, br, bi):
-    """a * conj(b)."""
-    return ar * br + ai * bi, ai * br - ar * bi
-
-
-@triton.jit
-def _cpow(dr, di, k):
-    """exp(k (dr + i di)) = Ā^k for dt A = dr + i di."""
-    mag = tl.exp(k * dr)
-    ang = k * di
-    return mag * tl.cos(ang), mag * tl.sin(ang)
-
-
-@triton.jit
-def _affine_combine(a1r, a1i, b1r, b1i, a2r, a2i, b2r, b2i):
-    """Compose x -> a1 x + b1 then x -> a2 x + b2 (complex): the first-order linear recurrence.
-
-    Written out (no helper calls): the interpreter runs it once per element.
-    """
-    ar = a1r * a2r - a1i * a2i
-    ai = a1r * a2i + a1i * a2r
-    br = a2r * b1r - a2i * b1i + b2r
-    bi = a2r * b1i + a2i * b1r + b2i
-    return ar, ai, br, bi
-
-
-@triton.jit
-def _load_params(ssm_ptr, h, N, NP: tl.constexpr):
-    """(dt A, B̄, C) of channel h as real/imaginary vectors of NP (zero-padded past N: inert states)."""
-    n = tl.arange(0, NP)
-    m = n < N
-    base = ssm_ptr + h * N * 6 + n * 6
-    dr = tl.load(base + 0, mask=m, other=0.0)
-    di = tl.load(base + 1, mask=m, other=0.0)
-    br = tl.load(base + 2, mask=m, other=0.0)
-    bi = tl.load(base + 3, mask=m, other=0.0)
-    cr = tl.load(base + 4, mask=m, other=0.0)
-    ci = tl.load(base + 5, mask=m, other=0.0)
-    return dr, di, br, bi, cr, ci
-
-
-@triton.jit
-def _tables(dr, di, br, bi, cr, ci, T: tl.constexpr):
-    """Per-channel matrices of one chunk of T steps.
-
-    K (T, T): K[s, t] = 2 Re(sum_n C B̄ Ā^{t-s}) for t >= s, so y_intra = U @ K.
-    P_re, P_im (NP, T): 2 Re(C Ā^{t+1}) and -2 Im(C Ā^{t+1}), so y_state = Hs_re @ P_re + Hs_im @ P_im.
-    Q_re, Q_im (T, NP): Ā^{T-1-s} B̄, so the chunk-end state is U @ Q.
-    """
-    s = tl.arange(0, T)
-    ks = s.to(tl.float32)
-    wr, wi = _cpow(dr[:, None], di[:, None], (ks + 1.0)[None, :])  # (NP T): Ā^{t+1}
-    pr, pi = _cmul(cr[:, None], ci[:, None], wr, wi)
-    vr, vi = _cpow(dr[None, :], di[None, :], (T - 1.0 - ks)[:, None])  # (T NP): Ā^{T-1-s}
-    qr, qi = _cmul(br[None, :], bi[None, :], vr, vi)
-    cbr, cbi = _cmul(cr, ci, br, bi)
-    zr, zi = _cpow(dr[None, :], di[None, :], ks[:, None])  # (T NP): Ā^l
-    kvec = tl.sum(2.0 * (cbr[None, :] * zr - cbi[None, :] * zi), axis=1)  # (T): 2 Re(C Ā^l B̄)
-    lag = s[None, :] - s[:, None]  # (T T): t - s
-    toep = tl.gather(tl.broadcast_to(kvec[None, :], (T, T)), tl.maximum(lag, 0), axis=1)
-    K = tl.where(lag >= 0, toep, 0.0)
-    return K, 2.0 * pr, -2.0 * pi, qr, qi
-
-
-@triton.jit
-def _chunk_states(U, Q_re, Q_im, aTr, aTi, carry_r, carry_i, shift_down, first, R: tl.constexpr, PREC: tl.constexpr):
-    """States entering each chunk of the block (Hs) and leaving its last chunk (new carry)."""
-    S_r = tl.dot(U, Q_re, input_precision=PREC)  # (R NP): chunk-end state from the chunk's inputs
-    S_i = tl.dot(U, Q_im, input_precision=PREC)
-    fr, fi = _cmul(aTr, aTi, carry_r, carry_i)
-    S_r += tl.where(first, fr[None, :], 0.0)
-    S_i += tl.where(first, fi[None, :], 0.0)
-    Ar = tl.broadcast_to(aTr[None, :], S_r.shape)
-    Ai = tl.broadcast_to(aTi[None, :], S_r.shape)
-    _, _, E_r, E_i = tl.associative_scan((Ar, Ai, S_r, S_i), 0, _affine_combine)  # E[r]: state after chunk r
-    # Hs[r] = E[r-1], Hs[0] = carry: a 0/1 matrix product on the tensor cores, 3xTF32 keeps float32 accuracy
-    Hs_r = tl.dot(shift_down, E_r, input_precision="tf32x3") + tl.where(first, carry_r[None, :], 0.0)
-    Hs_i = tl.dot(shift_down, E_i, input_precision="tf32x3") + tl.where(first, carry_i[None, :], 0.0)
-    rows = tl.arange(0, R)[:, None]
-    new_r = tl.sum(tl.where(rows == R - 1, E_r, 0.0), axis=0)
-    new_i = tl.sum(tl.where(rows == R - 1, E_i, 0.0), axis=0)
-    return Hs_r, Hs_i, new_r, new_i
-
-
-# ----------------------------------------------------------------------------- kernels
-
-
-# sizes and outer strides are not specialised (one compilation serves every length); time strides are
-@triton.jit(do_not_specialize=["n_heads", "L", "N", "n_blocks", "su_b", "su_h", "sh_b", "sh_h", "sh_n"])
-def _diag_ssm_fwd_kernel(
-    u_ptr, y_ptr, ssm_ptr, d_ptr, h0_ptr, hmid_ptr, ckpt_ptr,
-    n_heads, L, N, n_blocks,
-    su_b, su_h, su_l,
-    sh_b, sh_h, sh_n,
-    T: tl.constexpr, R: tl.constexpr, NP: tl.constexpr,
-    HAS_D: tl.constexpr, HAS_H0: tl.constexpr, WRITE_HMID: tl.constexpr, WRITE_CKPT: tl.constexpr,
-    PREC: tl.constexpr, NB_STATIC: tl.constexpr,
-):
-    pid = tl.program_id(0)  # = b * H + h
-    b = pid // n_heads
-    h = pid % n_heads
-    dr, di, br, bi, cr, ci = _load_params(ssm_ptr, h, N, NP)
-    K, P_re, P_im, Q_re, Q_im = _tables(dr, di, br, bi, cr, ci, T)
-    aTr, aTi = _cpow(dr, di, T * 1.0)
-    d = 0.0
-    if HAS_D:
-        d = tl.load(d_ptr + h).to(tl.float32)
-
-    rows = tl.arange(0, R)
-    cols = tl.arange(0, T)
-    n = tl.arange(0, NP)
-    first = rows[:, None] == 0
-    shift_down = (rows[:, None] == rows[None, :] + 1).to(tl.float32)  # (R R): row r picks row r-1
-    if HAS_H0:
-        hp = h0_ptr + b * sh_b + h * sh_h + n * sh_n
-        carry_r = tl.load(hp, mask=n < N, other=0.0)
-        carry_i = tl.load(hp + 1, mask=n < N, other=0.0)
-    else:
-        carry_r = tl.zeros((NP,), tl.float32)
-        carry_i = tl.zeros((NP,), tl.float32)
-    hmid_r = tl.zeros((NP,), tl.float32)
-    hmid_i = tl.zeros((NP,), tl.float32)
-
-    n_full = L // T  # h_mid is the state entering chunk n_full (after the last full chunk)
-    u_base = u_ptr + b.to(tl.int64) * su_b + h.to(tl.int64) * su_h
-    y_base = y_ptr + pid.to(tl.int64) * L
-    # NB_STATIC: the interpreter (numpy >= 2.4) cannot loop to a run-time bound, it gets the count as a constant
-    for k in range(NB_STATIC if NB_STATIC > 0 else n_blocks):
-        t = k * R * T + rows[:, None] * T + cols[None, :]  # (R T)
-        m = t < L
-        U = tl.load(u_base + t.to(tl.int64) * su_l, mask=m, other=0.0).to(tl.float32)
-        if WRITE_CKPT:
-            cp = ckpt_ptr + ((pid * n_blocks + k) * NP + n) * 2
-            tl.store(cp, carry_r)
-            tl.store(cp + 1, carry_i)
-        Hs_r, Hs_i, carry_r, carry_i = _chunk_states(U, Q_re, Q_im, aTr, aTi, carry_r, carry_i, shift_down, first, R, PREC)
-        Y = tl.dot(U, K, input_precision=PREC)
-        Y = tl.dot(Hs_r, P_re, Y, input_precision=PREC)
-        Y = tl.dot(Hs_i, P_im, Y, input_precision=PREC)
-        if HAS_D:
-            Y += d * U
-        tl.store(y_base + t, Y.to(y_ptr.dtype.element_ty), mask=m)
-        if WRITE_HMID:
-            sel = rows[:, None] == n_full - k * R
-            hmid_r += tl.sum(tl.where(sel, Hs_r, 0.0), axis=0)
-            hmid_i += tl.sum(tl.where(sel, Hs_i, 0.0), axis=0)
-    if WRITE_HMID:
-        at_end = n_full == n_blocks * R
-        hmid_r = tl.where(at_end, carry_r, hmid_r)
-        hmid_i = tl.where(at_end, carry_i, hmid_i)
-        hp = hmid_ptr + (pid * N + n) * 2
-        tl.store(hp, hmid_r, mask=n < N)
-        tl.store(hp + 1, hmid_i, mask=n < N)
-
-
-@triton.jit(do_not_specialize=["n_heads", "L", "N", "n_blocks", "su_b", "su_h", "sg_b", "sg_h"])
-def _diag_ssm_bwd_kernel(
-    u_ptr, dy_ptr, ssm_ptr, d_ptr, ckpt_ptr, dhmid_ptr,
-    du_ptr, dssm_ptr, dd_ptr, dh0_ptr,
-    n_heads, L, N, n_blocks,
-    su_b, su_h, su_l,
-    sg_b, sg_h, sg_l,
-    T: tl.constexpr, R: tl.constexpr, NP: tl.constexpr,
-    HAS_D: tl.constexpr, HAS_DHMID: tl.constexpr, PREC: tl.constexpr, NB_STATIC: tl.constexpr,
-):
-    pid = tl.program_id(0)  # = b * H + h
-    b = pid // n_heads
-    h = pid % n_heads
-    dr, di, br, bi, cr, ci = _load_params(ssm_ptr, h, N, NP)
-    K, P_re, P_im, Q_re, Q_im = _tables(dr, di, br, bi, cr, ci, T)
-    aTr, aTi = _cpow(dr, di, T * 1.0)
-    d = 0.0
-    if HAS_D:
-        d = tl.load(d_ptr + h).to(tl.float32)
-
-    rows = tl.arange(0, R)
-    cols = tl.arange(0, T)
-    n = tl.arange(0, NP)
-    first = rows[:, None] == 0
-    shift_down = (rows[:, None] == rows[None, :] + 1).to(tl.float32)
-    # the adjoint runs over the rows in reverse order (row i <-> chunk R-1-i of the block);
-    # back to chunk order shifted by one: Gn[r] = Γ[r+1] = Grev[R-2-r]
-    unflip_next = (rows[:, None] + rows[None, :] == R - 2).to(tl.float32)
-
-    n_full = L // T
-    if HAS_DHMID:
-        hp = dhmid_ptr + (pid * N + n) * 2
-        dhm_r = tl.load(hp, mask=n < N, other=0.0)
-        dhm_i = tl.load(hp + 1, mask=n < N, other=0.0)
-        at_end = n_full == n_blocks * R
-        g_r = tl.where(at_end, dhm_r, 0.0)  # Γ entering the block from later chunks
-        g_i = tl.where(at_end, dhm_i, 0.0)
-    else:
-        g_r = tl.zeros((NP,), tl.float32)
-        g_i = tl.zeros((NP,), tl.float32)
-
-    dK = tl.zeros((T, T), tl.float32)
-    dP_re = tl.zeros((NP, T), tl.float32)
-    dP_im = tl.zeros((NP, T), tl.float32)
-    dQ_re = tl.zeros((T, NP), tl.float32)
-    dQ_im = tl.zeros((T, NP), tl.float32)
-    daT_r = tl.zeros((NP,), tl.float32)
-    daT_i = tl.zeros((NP,), tl.float32)
-    dd = tl.zeros((T,), tl.float32)
-
-    u_base = u_ptr + b.to(tl.int64) * su_b + h.to(tl.int64) * su_h
-    g_base = dy_ptr + b.to(tl.int64) * sg_b + h.to(tl.int64) * sg_h
-    du_base = du_ptr + pid.to(tl.int64) * L
-    for kk in range(NB_STATIC if NB_STATIC > 0 else n_blocks):
-        k = n_blocks - 1 - kk
-        t = k * R * T + rows[:, None] * T + cols[None, :]
-        m = t < L
-        t_rev = k * R * T + (R - 1 - rows[:, None]) * T + cols[None, :]
-        m_rev = t_rev < L
-        U = tl.load(u_base + t.to(tl.int64) * su_l, mask=m, other=0.0).to(tl.float32)
-        G = tl.load(g_base + t.to(tl.int64) * sg_l, mask=m, other=0.0).to(tl.float32)
-        G_rev = tl.load(g_base + t_rev.to(tl.int64) * sg_l, mask=m_rev, other=0.0).to(tl.float32)
-        cp = ckpt_ptr + ((pid * n_blocks + k) * NP + n) * 2
-        carry_r = tl.load(cp)
-        carry_i = tl.load(cp + 1)
-        Hs_r, Hs_i, _, _ = _chunk_states(U, Q_re, Q_im, aTr, aTi, carry_r, carry_i, shift_down, first, R, PREC)
-
-        # adjoint of the chunk-start states, Γ[r] = dY[r] P^T + conj(Ā^T) Γ[r+1], in reversed row order
-        F_r = tl.dot(G_rev, tl.trans(P_re), input_precision=PREC)
-        F_i = tl.dot(G_rev, tl.trans(P_im), input_precision=PREC)
-        fr, fi = _cmul(aTr, -aTi, g_r, g_i)
-        F_r += tl.where(first, fr[None, :], 0.0)
-        F_i += tl.where(first, fi[None, :], 0.0)
-        if HAS_DHMID:
-            sel = rows[:, None] == R - 1 - (n_full - k * R)
-            F_r += tl.where(sel, dhm_r[None, :], 0.0)
-            F_i += tl.where(sel, dhm_i[None, :], 0.0)
-        Ar = tl.broadcast_to(aTr[None, :], F_r.shape)
-        Ai = tl.broadcast_to(-aTi[None, :], F_r.shape)
-        _, _, Grev_r, Grev_i = tl.associative_scan((Ar, Ai, F_r, F_i), 0, _affine_combine)
-        Gn_r = tl.dot(unflip_next, Grev_r, input_precision="tf32x3") + tl.where(rows[:, None] == R - 1, g_r[None, :], 0.0)
-        Gn_i = tl.dot(unflip_next, Grev_i, input_precision="tf32x3") + tl.where(rows[:, None] == R - 1, g_i[None, :], 0.0)
-        g_r = tl.sum(tl.where(rows[:, None] == R - 1, Grev_r, 0.0), axis=0)
-        g_i = tl.sum(tl.where(rows[:, None] == R - 1, Grev_i, 0.0), axis=0)
-
-        dU = tl.dot(G, tl.trans(K), input_precision=PREC)
-        dU = tl.dot(Gn_r, tl.trans(Q_re), dU, input_precision=PREC)
-        dU = tl.dot(Gn_i, tl.trans(Q_im), dU, input_precision=PREC)
-        if HAS_D:
-            dU += d * G
-            dd += tl.sum(G * U, axis=0)
-        tl.store(du_base + t, dU.to(du_ptr.dtype.element_ty), mask=m)
-
-        Ut = tl.trans(U)
-        dK = tl.dot(Ut, G, dK, input_precision=PREC)
-        dP_re = tl.dot(tl.trans(Hs_r), G, dP_re, input_precision=PREC)
-        dP_im = tl.dot(tl.trans(Hs_i), G, dP_im, input_precision=PREC)
-        dQ_re = tl.dot(Ut, Gn_r, dQ_re, input_precision=PREC)
-        dQ_im = tl.dot(Ut, Gn_i, dQ_im, input_precision=PREC)
-        xr, xi = _cmulc(Gn_r, Gn_i, Hs_r, Hs_i)  # Γ[r+1] conj(Hs[r])
-        daT_r += tl.sum(xr, axis=0)
-        daT_i += tl.sum(xi, axis=0)
-
-    # pull dK, dP, dQ, dĀ^T back to (dt A, B̄, C); complex gradients are d/dRe + i d/dIm
-    s = tl.arange(0, T)
-    ks = s.to(tl.float32)
-    lag = s[:, None] + s[None, :]  # G[s, l] = dK[s, s + l]
-    dkvec = tl.sum(tl.where(lag < T, tl.gather(dK, tl.minimum(lag, T - 1), axis=1), 0.0), axis=0)  # (T)
-    # y_state uses p = C Ā^{t+1}: dp = 2 dP_re - 2i dP_im
-    wr, wi = _cpow(dr[:, None], di[:, None], (ks + 1.0)[None, :])
-    pr, pi = _cmul(cr[:, None], ci[:, None], wr, wi)
-    dpr = 2.0 * dP_re
-    dpi = -2.0 * dP_im
-    x1r, x1i = _cmulc(dpr, dpi, wr, wi)
-    dc_r = tl.sum(x1r, axis=1)
-    dc_i = tl.sum(x1i, axis=1)
-    x2r, x2i = _cmulc(dpr, dpi, pr, pi)
-    dA_r = tl.sum((ks + 1.0)[None, :] * x2r, axis=1)
-    dA_i = tl.sum((ks + 1.0)[None, :] * x2i, axis=1)
-    # chunk-end states use q = B̄ Ā^{T-1-s}
-    kq = (T - 1.0 - ks)[:, None]
-    vr, vi = _cpow(dr[None, :], di[None, :], kq)
-    qr, qi = _cmul(br[None, :], bi[None, :], vr, vi)
-    x3r, x3i = _cmulc(dQ_re, dQ_im, vr, vi)
-    db_r = tl.sum(x3r, axis=0)
-    db_i = tl.sum(x3i, axis=0)
-    x4r, x4i = _cmulc(dQ_re, dQ_im, qr, qi)
-    dA_r += tl.sum(kq * x4r, axis=0)
-    dA_i += tl.sum(kq * x4i, axis=0)
-    # Toeplitz kernel uses z = C B̄ Ā^l through 2 Re(z): dz = 2 dkvec
-    zr, zi = _cpow(dr[None, :], di[None, :], ks[:, None])
-    cbr, cbi = _cmul(cr, ci, br, bi)
-    dz = 2.0 * dkvec[:, None]
-    dcb_r = tl.sum(dz * zr, axis=0)
-    dcb_i = tl.sum(-dz * zi, axis=0)
-    x5r, x5i = _cmul(cbr[None, :], cbi[None, :], zr, zi)
-    dA_r += tl.sum(ks[:, None] * dz * x5r, axis=0)
-    dA_i += tl.sum(-ks[:, None] * dz * x5i, axis=0)
-    x6r, x6i = _cmulc(dcb_r, dcb_i, br, bi)
-    dc_r += x6r
-    dc_i += x6i
-    x7r, x7i = _cmulc(dcb_r, dcb_i, cr, ci)
-    db_r += x7r
-    db_i += x7i
-    # Ā^T = exp(T dt A)
-    x8r, x8i = _cmulc(daT_r, daT_i, aTr, aTi)
-    dA_r += T * x8r
-    dA_i += T * x8i
-
-    nm = n < N
-    op = dssm_ptr + (pid * N + n) * 6
-    tl.store(op + 0, dA_r, mask=nm)
-    tl.store(op + 1, dA_i, mask=nm)
-    tl.store(op + 2, db_r, mask=nm)
-    tl.store(op + 3, db_i, mask=nm)
-    tl.store(op + 4, dc_r, mask=nm)
-    tl.store(op + 5, dc_i, mask=nm)
-    hp = dh0_ptr + (pid * N + n) * 2
-    tl.store(hp, g_r, mask=nm)
-    tl.store(hp + 1, g_i, mask=nm)
-    if HAS_D:
-        tl.store(dd_ptr + pid, tl.sum(dd, axis=0))
-
-
-# ----------------------------------------------------------------------------- launch
+def _precision(u: torch.Tensor) -> str:
+    """input_precision of the kernels' products for this input (see the module docstring)."""
+    if interpreting():
+        return "ieee"
+    if u.dtype == torch.float32 and torch.get_float32_matmul_precision() == "highest":
+        return "bf16x3"
+    return "tf32"
 
 
 def _config(u: torch.Tensor, N: int) -> dict:
-    """Chunk length T, chunks per block R, padded state size NP, warps, register cap and dot precision."""
-    if interpreting():  # small tiles: the interpreter runs the scan's combine element by element
-        NP = triton.next_power_of_2(N)
-        return {"T": 16, "R": 8, "NP": NP, "fwd_warps": 4, "bwd_warps": 4, "maxnreg": None, "PREC": "ieee"}
-    NP = max(16, triton.next_power_of_2(N))  # tl.dot needs every dimension >= 16
-    # float32 input keeps float32 accuracy (three TF32 products per dot) unless torch is told otherwise
-    exact = u.dtype == torch.float32 and torch.get_float32_matmul_precision() == "highest"
-    # H100, B4 H256 L16384 N64, TF32 (benchmarks/kernels_diag_ssm.py --sweep): T=32 gave the fastest forward
-    # (0.46 ms; T=64 with 4/8 warps: 0.79/0.59 ms) and forward+backward (2.2 ms; T=64: 2.35-2.58 ms)
-    return {"T": 32, "R": 16, "NP": NP, "fwd_warps": 4, "bwd_warps": 8, "maxnreg": 128, "PREC": "tf32x3" if exact else "tf32"}
+    """Block shape and launch parameters.
+
+    T: chunk length (Toeplitz size); RB: chunks per block of pass 2 (the states
+    are kept every RB chunks) and of the backward's pass 3; RE, R: chunks per
+    tile of the passes 1 (a multiple of RB: RE / RB blocks a tile) and of the
+    forward's pass 3 (a multiple of RB); G_*: tiles per program of the
+    forward's pass 1 (ends) and pass 3 (out), and of the backward's pass 1
+    (bends) and pass 3 (bwd); carry_rows: blocks per step of pass 2 (at most);
+    *_warps: warps per program; *_stages: software-pipelining depth of the
+    loads (None: Triton's default); *_maxnreg: register cap per thread (None:
+    the compiler's choice; a cap lets more programs share a multiprocessor, at
+    the price of spills); PREC: product precision.
+    """
+    NP = triton.next_power_of_2(N) if interpreting() else max(16, triton.next_power_of_2(N))  # tl.dot: dims >= 16
+    if interpreting():  # small tiles: the interpreter runs the scans' combine element by element
+        return {"T": 16, "R": 8, "RB": 4, "RE": 8, "NP": NP, "G_ends": 2, "G_out": 2, "G_bends": 2, "G_bwd": 2,
+                "carry_rows": 2, "ends_warps": 4, "out_warps": 4, "bends_warps": 4, "bwd_warps": 4,
+                "out_stages": None, "bwd_stages": None, "out_maxnreg": None, "bwd_maxnreg": None, "PREC": "ieee"}
+    # H100, B4 H256 L16384 N64: states every 16 chunks (512 steps, 32 blocks a sequence, 32768 in all); the
+    # passes 1 and the forward's pass 3 on 64-chunk tiles (one warpgroup's wgmma tiles, 4096 programs of 2
+    # tiles), the backward's pass 3 on 16-chunk blocks (its accumulators and two scans fit 4 warps' registers;
+    # 4096 programs of 8 blocks, to spread the pull-back of the parameter gradients at each program's end)
+    return {"T": 32, "R": 64, "RB": 16, "RE": 64, "NP": NP, "G_ends": 2, "G_out": 2, "G_bends": 2, "G_bwd": 8,
+            "carry_rows": 32, "ends_warps": 4, "out_warps": 4, "bends_warps": 4, "bwd_warps": 4,
+            # out_stages=1: the sweep's fastest accurate setting (fwd 0.337 ms vs 0.471 with the default pipelining;
+            # `python -m benchmarks.kernels_diag_ssm --sweep`, H200, 2026-11-25)
+            "out_stages": 1, "bwd_stages": 1, "out_maxnreg": None, "bwd_maxnreg": None, "PREC": _precision(u)}
 
 
-def _regs(maxnreg):
-    """Launch option capping registers per thread (more programs per multiprocessor); none in the interpreter."""
-    return {} if maxnreg is None or interpreting() else {"maxnreg": maxnreg}
+def _launch(stages=None, maxnreg=None):
+    """Launch options: software-pipelining depth and register cap (none in the interpreter, None: Triton's default)."""
+    out = {}
+    if stages is not None and not interpreting():
+        out["num_stages"] = stages
+    if maxnreg is not None and not interpreting():
+        out["maxnreg"] = maxnreg
+    return out
+
+
+def _tables(ssm, cfg, R, adjoint, with_tab):
+    """`_tables_kernel`: (tab, wts) with the product tables (if with_tab) and the block weights of R-chunk blocks."""
+    H, N = ssm.shape[:2]
+    T, NP, PREC = cfg["T"], cfg["NP"], cfg["PREC"]
+    parts = 2 if PREC in ("bf16x3", "bf16x3_emu") else 1
+    size = T * T + 4 * T * NP
+    tab_dtype = torch.bfloat16 if PREC == "bf16x3" else torch.float32
+    tab = torch.empty((H, parts, size) if with_tab else (1,), device=ssm.device, dtype=tab_dtype)
+    wts = torch.empty((H, 2, R, NP), device=ssm.device, dtype=torch.float32)
+    _tables_kernel[(H,)](ssm, tab, wts, N, T=T, NP=NP, RW=R, ADJ=adjoint, WRITE_TAB=with_tab, PREC=PREC, num_warps=4)
+    return tab, wts
+
+
+def _carry(ssm, ends, init, batch, H, N, BL, NP, rows, reverse):
+    """Pass 2: states (B H, n_blocks + 1, 2, NP) entering each block (reverse: the adjoint, from the end)."""
+    n_blocks = ends.shape[1]
+    states = torch.empty((batch * H, n_blocks + 1, 2, NP), device=ends.device, dtype=torch.float32)
+    NBT = rows  # fixed (one compilation for every length); a tile past the last block is masked
+    n_tiles = triton.cdiv(n_blocks, NBT)
+    si = init.stride()[:3] if init is not None else (0, 0, 0)
+    _carry_kernel[(batch * H,)](
+        ssm, ends, init if init is not None else ends, states,
+        H, N, n_blocks, n_tiles, *si,
+        BL=BL, NP=NP, NBT=NBT, REVERSE=reverse, HAS_INIT=init is not None,
+        TILES_STATIC=n_tiles if interpreting() else 0, num_warps=4,
+    )
+    return states
+
+
+def _pad_state(x, NP):
+    """(B, H, N, 2) float32 -> (B H, 2, NP) float32, zero past N."""
+    batch, H, N, _ = x.shape
+    out = torch.zeros((batch * H, 2, NP), device=x.device, dtype=torch.float32)
+    out[:, :, :N] = x.reshape(batch * H, N, 2).transpose(1, 2)
+    return out
+
+
+def _unpad_state(x, batch, H, N):
+    """(B H, 2, NP) -> (B, H, N, 2)."""
+    return x[:, :, :N].transpose(1, 2).reshape(batch, H, N, 2).contiguous()
 
 
 class _DiagSSMScanFn(torch.autograd.Function):
-    """y, h_mid = scan(u; ssm, D, h0); ssm (H, N, 6) float32 packs (dt A, B̄, C) as real pairs."""
+    """y, h_mid = scan(u; ssm, D, h0); ssm (H, N, 6) float32 packs (dt A, B̄, C) as real pairs.
+
+    h_mid (B, H, N, 2) is the state entering chunk L // T (after the last full chunk).
+    """
 
     @staticmethod
     def forward(ctx, u, ssm, D, h0r, want_hmid, cfg):
         batch, H, L = u.shape
         N = ssm.shape[1]
-        T, R, NP = cfg["T"], cfg["R"], cfg["NP"]
-        n_blocks = triton.cdiv(triton.cdiv(L, T), R)
-        needs_grad = any(ctx.needs_input_grad[:4])
-        y = torch.empty((batch, H, L), device=u.device, dtype=u.dtype)
-        hmid = torch.empty((batch, H, N, 2), device=u.device, dtype=torch.float32) if want_hmid else y
-        ckpt = torch.empty((batch, H, n_blocks, NP, 2), device=u.device, dtype=torch.float32) if needs_grad else y
-        h0_arg = h0r if h0r is not None else y
-        sh = h0r.stride()[:3] if h0r is not None else (0, 0, 0)
-        _diag_ssm_fwd_kernel[(batch * H,)](
-            u, y, ssm, D if D is not None else y, h0_arg, hmid, ckpt,
-            H, L, N, n_blocks, *u.stride(), *sh,
-            T=T, R=R, NP=NP, HAS_D=D is not None, HAS_H0=h0r is not None,
-            WRITE_HMID=want_hmid, WRITE_CKPT=needs_grad, PREC=cfg["PREC"],
-            NB_STATIC=n_blocks if interpreting() else 0, num_warps=cfg["fwd_warps"], **_regs(cfg["maxnreg"]),
+        T, R, RB, NP, PREC = cfg["T"], cfg["R"], cfg["RB"], cfg["NP"], cfg["PREC"]
+        RE = cfg["RE"]
+        if R % RB or RE % RB:
+            raise ValueError(f"config: R={R} and RE={RE} must be multiples of RB={RB}")
+        BH = batch * H
+        tab, wts = _tables(ssm, cfg, RB, adjoint=False, with_tab=True)
+        n_sb = triton.cdiv(L, RB * T)  # blocks of pass 2
+        ends = torch.empty((BH, n_sb, 2, NP), device=u.device, dtype=torch.float32)
+        G = cfg["G_ends"]
+        n_prog = triton.cdiv(triton.cdiv(L, RE * T), G)
+        _block_ends_kernel[(BH * n_prog,)](
+            u, tab, wts, ends, ends, H, L, N, n_sb, n_prog, *u.stride(), -1,
+            T=T, R=RE, SUB=RB, NP=NP, G=G, ADJOINT=False, HAS_DMID=False, PREC=PREC, num_warps=cfg["ends_warps"],
         )
-        ctx.save_for_backward(u, ssm, D, ckpt)
+        states = _carry(ssm, ends, h0r, batch, H, N, RB * T, NP, cfg["carry_rows"], reverse=False)
+        n_full = L // T
+        at_end = n_full == n_sb * RB
+        y = torch.empty((batch, H, L), device=u.device, dtype=u.dtype)
+        hmid = torch.empty((BH, 2, NP), device=u.device, dtype=torch.float32) if want_hmid and not at_end else ends
+        n_blocks = triton.cdiv(L, R * T)
+        G = cfg["G_out"]
+        n_prog = triton.cdiv(n_blocks, G)
+        _fwd_out_kernel[(BH * n_prog,)](
+            u, y, ssm, tab, D if D is not None else y, states, hmid,
+            H, L, N, n_blocks, n_prog, n_sb, *u.stride(),
+            n_full if want_hmid and not at_end else -1,
+            T=T, R=R, NP=NP, G=G, SPB=R // RB,
+            HAS_D=D is not None, WRITE_HMID=want_hmid and not at_end, PREC=PREC, num_warps=cfg["out_warps"],
+            **_launch(cfg.get("out_stages"), cfg.get("out_maxnreg")),
+        )
+        if want_hmid:
+            hmid = _unpad_state(states[:, n_sb] if at_end else hmid, batch, H, N)
+        ctx.save_for_backward(u, ssm, tab, D, states)
         ctx.cfg = cfg
         ctx.has_h0 = h0r is not None
         return y, (hmid if want_hmid else None)
 
     @staticmethod
     def backward(ctx, dy, dhmid):
-        u, ssm, D, ckpt = ctx.saved_tensors
+        u, ssm, tab, D, states = ctx.saved_tensors
         cfg = ctx.cfg
         batch, H, L = u.shape
         N = ssm.shape[1]
-        du = torch.empty((batch, H, L), device=u.device, dtype=u.dtype)
-        dssm = torch.empty((batch, H, N, 6), device=u.device, dtype=torch.float32)
-        dd = torch.empty((batch, H), device=u.device, dtype=torch.float32)
-        dh0 = torch.empty((batch, H, N, 2), device=u.device, dtype=torch.float32)
-        if dhmid is not None:
-            dhmid = dhmid.float().contiguous()
-        _diag_ssm_bwd_kernel[(batch * H,)](
-            u, dy, ssm, D if D is not None else u, ckpt, dhmid if dhmid is not None else dh0,
-            du, dssm, dd, dh0,
-            H, L, N, ckpt.shape[2], *u.stride(), *dy.stride(),
-            T=cfg["T"], R=cfg["R"], NP=cfg["NP"], HAS_D=D is not None, HAS_DHMID=dhmid is not None,
-            PREC=cfg["PREC"], NB_STATIC=ckpt.shape[2] if interpreting() else 0, num_warps=cfg["bwd_warps"],
-            **_regs(cfg.get("bwd_maxnreg")),
+        T, R, NP, PREC = cfg["T"], cfg["RB"], cfg["NP"], cfg["PREC"]
+        BH = batch * H
+        n_blocks = states.shape[1] - 1
+        n_full = L // T
+        at_end = n_full == n_blocks * R
+        # dh_mid enters where h_mid left: inside a block (passes 1 and 3), or after the last block (pass 2's start)
+        dmid = _pad_state(dhmid.float(), NP) if dhmid is not None and not at_end else None
+        init = dhmid.float().contiguous() if dhmid is not None and at_end else None
+        j_mid = n_full if dmid is not None else -1
+        _, wts = _tables(ssm, cfg, R, adjoint=True, with_tab=False)
+        F = torch.empty((BH, n_blocks, 2, NP), device=u.device, dtype=torch.float32)
+        RE = cfg["RE"]
+        G = cfg["G_bends"]
+        n_prog = triton.cdiv(triton.cdiv(L, RE * T), G)
+        _block_ends_kernel[(BH * n_prog,)](
+            dy, tab, wts, F, dmid if dmid is not None else F, H, L, N, n_blocks, n_prog, *dy.stride(), j_mid,
+            T=T, R=RE, SUB=R, NP=NP, G=G, ADJOINT=True, HAS_DMID=dmid is not None, PREC=PREC,
+            num_warps=cfg["bends_warps"],
         )
-        dD = dd.sum(0).to(D.dtype) if D is not None else None
-        return du, dssm.sum(0), dD, (dh0 if ctx.has_h0 else None), None, None
+        adj = _carry(ssm, F, init, batch, H, N, R * T, NP, cfg["carry_rows"], reverse=True)
+        G = cfg["G_bwd"]
+        n_prog = triton.cdiv(n_blocks, G)
+        du = torch.empty((batch, H, L), device=u.device, dtype=u.dtype)
+        dssm = torch.empty((BH * n_prog, N, 6), device=u.device, dtype=torch.float32)
+        dd = torch.empty((BH * n_prog,), device=u.device, dtype=torch.float32)
+        _bwd_kernel[(BH * n_prog,)](
+            u, dy, ssm, tab, D if D is not None else u, states, adj, dmid if dmid is not None else F,
+            du, dssm, dd,
+            H, L, N, n_blocks, n_prog, *u.stride(), *dy.stride(), j_mid,
+            T=T, R=R, NP=NP, G=G, HAS_D=D is not None, HAS_DMID=dmid is not None, PREC=PREC,
+            num_warps=cfg["bwd_warps"], **_launch(cfg.get("bwd_stages"), cfg.get("bwd_maxnreg")),
+        )
+        dssm = dssm.view(batch, H, n_prog, N, 6).sum((0, 2))
+        dD = dd.view(batch, H, n_prog).sum((0, 2)).to(D.dtype) if D is not None else None
+        dh0 = _unpad_state(adj[:, 0], batch, H, N) if ctx.has_h0 else None
+        return du, dssm, dD, dh0, None, None
 
 
 def _check(u, A, B, C, dt, D, h0):
@@ -496,10 +284,11 @@ def diag_ssm_scan(
         y (B, H, L) in u's dtype, or (y, h_final) if return_final_state.
 
     Arithmetic is float32 (complex as real pairs) for every input dtype. On the
-    GPU the matrix products run on tensor cores: for float32 input in three
-    TF32 passes (float32 accuracy) unless torch.set_float32_matmul_precision
-    is "high" or "medium" (one TF32 pass, about 1e-3 relative error); for
-    bfloat16/float16 input in one TF32 pass. Gradients flow to u, A, B, C, dt,
+    GPU the matrix products run on tensor cores: for float32 input as three
+    bfloat16 products of split operands (about 1e-5 relative error, as float32
+    arithmetic) unless torch.set_float32_matmul_precision is "high" or
+    "medium" (one TF32 pass, about 1e-3 relative error); for bfloat16/float16
+    input in one TF32 pass. Gradients flow to u, A, B, C, dt,
     D and h0 (complex gradients follow torch: d/dRe + i d/dIm).
     """
     _check(u, A, B, C, dt, D, h0)

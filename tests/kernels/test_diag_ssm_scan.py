@@ -1,8 +1,15 @@
 """diag_ssm_scan: Triton kernels vs the PyTorch reference, the reference vs float64 ground truths.
 
-Runs on the CPU under TRITON_INTERPRET=1 (tiny float32 shapes; the kernels use
-16-step chunks and 8-chunk blocks there, so lengths above 16 cross chunk
-boundaries and 257 crosses block boundaries). Errors are relative,
+Runs on the CPU under TRITON_INTERPRET=1 (tiny float32 shapes). The kernels use
+16-step chunks there and keep the states every 4 chunks (64-step blocks, the
+backward's blocks); pass 1 and the forward's pass 3 take 8-chunk tiles (two
+blocks each); 2 tiles or blocks per program; the carry goes 2 blocks a step.
+So lengths above 16 cross chunks, above 64 cross blocks (the carry of states
+across blocks, forward and adjoint), 257 has 5 blocks (programs with empty
+tiles, 3 carry steps), 128 returns the state after the last block and 130 the
+state entering the last block. One test runs tiles of one block and 3 blocks per
+program; one the split bfloat16 products of the GPU's float32 default
+(emulated in float32) against float64. Errors are relative,
 ||x - ref|| / ||ref||. Inputs are random and never zero: Re(A) in [-1, -0.1],
 Im(A) normal with scale 3, dt in [0.01, 0.11], standard-normal B, C, D, u, h0.
 """
@@ -13,7 +20,7 @@ import pytest
 import torch
 
 from tsuite.kernels._dispatch import interpreting
-from tsuite.kernels.diag_ssm_scan import diag_ssm_scan
+from tsuite.kernels.diag_ssm_scan import _config, _diag_ssm_scan_triton, diag_ssm_scan
 from tsuite.kernels.diag_ssm_scan_ref import diag_ssm_scan_loop, diag_ssm_scan_ref, zoh
 
 if interpreting():
@@ -47,10 +54,16 @@ def make_inputs(batch, H, N, L, *, seed=0, device="cpu"):
     return [x.to(device) for x in (u, A, B, C, dt, D, h0)]
 
 
-def run(backend, u, A, B, C, dt, D, h0, final, wy, wh):
-    """Output(s) and the gradients of sum(wy * y) + Re sum(wh * h_final) for every input given."""
+def run(backend, u, A, B, C, dt, D, h0, final, wy, wh, cfg=None):
+    """Output(s) and the gradients of sum(wy * y) + Re sum(wh * h_final) for every input given.
+
+    cfg: an explicit launch configuration of the Triton path (see `_config`).
+    """
     leaves = [x.detach().clone().requires_grad_(True) if x is not None else None for x in (u, A, B, C, dt, D, h0)]
-    out = diag_ssm_scan(*leaves, return_final_state=final, backend=backend)
+    if cfg is not None:
+        out = _diag_ssm_scan_triton(*leaves, final, cfg)
+    else:
+        out = diag_ssm_scan(*leaves, return_final_state=final, backend=backend)
     y, h = out if final else (out, None)
     loss = (y * wy).sum() if wy is not None else y.sum()  # y.sum(): an upstream gradient with stride 0
     if final:
@@ -66,15 +79,49 @@ CASES = [  # (L, with h0, with D, return final state, upstream gradient of y)
     (7, False, True, False, "random"),
     (100, True, False, True, "random"),
     (100, False, True, True, "ones"),
+    (128, True, True, True, "random"),
+    (130, False, True, True, "random"),
+    (190, False, False, False, "random"),
     (257, True, True, True, "random"),
-    (257, False, False, False, "random"),
 ]
 
 
 @needs_triton
 @pytest.mark.parametrize("L,with_h0,with_D,final,upstream", CASES)
 def test_kernel_matches_reference_output_and_every_gradient(L, with_h0, with_D, final, upstream):
-    batch, H, N = 2, 3, 5
+    check_against_reference(L, with_h0, with_D, final, upstream)
+
+
+@needs_triton
+def test_kernel_with_equal_forward_and_backward_blocks():
+    cfg = dict(_config(torch.zeros(1, device=DEVICE), 5), R=4, RB=4, RE=4, G_ends=3, G_out=3, G_bends=3, G_bwd=3)
+    check_against_reference(200, True, True, True, "random", cfg)
+
+
+@needs_triton
+def test_kernel_with_split_bfloat16_products_matches_float64():
+    """The GPU's float32 default multiplies bfloat16 parts (hi hi + hi lo + lo hi, tables stored split).
+
+    The interpreter cannot multiply bfloat16 tiles, so "bf16x3_emu" holds the same parts in float32
+    (exact products, float32 sums: what the tensor cores compute). y, h_final and every gradient
+    stay within the GPU tests' 1e-4 of float64 (measured ~7e-6 here).
+    """
+    batch, H, N, L = 2, 2, 5, 200
+    u, A, B, C, dt, D, h0 = make_inputs(batch, H, N, L, seed=3, device=DEVICE)
+    g = torch.Generator().manual_seed(4)
+    wy = torch.randn(batch, H, L, generator=g).to(DEVICE)
+    wh = torch.randn(batch, H, N, dtype=torch.complex64, generator=g).to(DEVICE)
+    cfg = dict(_config(u, N), PREC="bf16x3_emu")
+    outs, grads = run("triton", u, A, B, C, dt, D, h0, True, wy, wh, cfg)
+    wide = [x.double() if not x.is_complex() else x.to(torch.complex128) for x in (u, A, B, C, dt, D, h0)]
+    ref_outs, ref_grads = run("torch", *wide, True, wy.double(), wh.to(torch.complex128))
+    errs = {"y": rel_err(outs[0], ref_outs[0]), "h_final": rel_err(outs[1], ref_outs[1])}
+    errs |= {name: rel_err(grads[name], ref_grads[name]) for name in grads}
+    assert all(e < 1e-4 for e in errs.values()), errs
+
+
+def check_against_reference(L, with_h0, with_D, final, upstream, cfg=None):
+    batch, H, N = 2, 2, 5
     u, A, B, C, dt, D, h0 = make_inputs(batch, H, N, L, seed=L, device=DEVICE)
     # non-contiguous u: every other step of a longer sequence, or a (B, L, H) layout seen as (B, H, L)
     u = torch.randn(batch, H, 2 * L, device=DEVICE)[..., ::2] if L % 2 else u.transpose(1, 2).contiguous().transpose(1, 2)
@@ -84,7 +131,7 @@ def test_kernel_matches_reference_output_and_every_gradient(L, with_h0, with_D, 
     g = torch.Generator().manual_seed(L + 1)
     wy = torch.randn(batch, H, L, generator=g).to(DEVICE) if upstream == "random" else None
     wh = torch.randn(batch, H, N, dtype=torch.complex64, generator=g).to(DEVICE)
-    outs, grads = run("triton", u, A, B, C, dt, D, h0, final, wy, wh)
+    outs, grads = run("triton", u, A, B, C, dt, D, h0, final, wy, wh, cfg)
     ref_outs, ref_grads = run("torch", u, A, B, C, dt, D, h0, final, wy, wh)
     assert outs[0].dtype == u.dtype and outs[0].shape == u.shape
     for name, x, ref in zip(("y", "h_final"), outs, ref_outs):
