@@ -46,10 +46,7 @@ import triton.language as tl
 
 from ._dispatch import Backend, interpreting, use_triton
 from .dwconv1d_ref import check_args, dwconv1d_ref, dwconv1d_step, left_padding
-from .prefix_attention import _backport_interpreter_index_fix
 
-if interpreting():
-    _backport_interpreter_index_fix()  # loops with run-time bounds under numpy >= 2.4 (idempotent)
 
 __all__ = ["dwconv1d", "dwconv1d_step"]
 

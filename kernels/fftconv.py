@@ -43,10 +43,7 @@ import triton.language as tl
 
 from ._dispatch import Backend, interpreting, use_triton
 from .fftconv_ref import check_args, fftconv_ref
-from .prefix_attention import _backport_interpreter_index_fix
 
-if interpreting():
-    _backport_interpreter_index_fix()  # loops with run-time bounds under numpy >= 2.4 (idempotent)
 
 __all__ = ["fftconv"]
 

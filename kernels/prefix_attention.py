@@ -42,37 +42,13 @@ import torch
 import triton
 import triton.language as tl
 
-from ._dispatch import Backend, interpreting, use_triton
+from ._dispatch import Backend, interpreting, use_triton  # importing _dispatch also fixes the interpreter
 from .prefix_attention_ref import PrefixAttentionState, prefix_attention_ref, prefix_attention_step
 
 LOG2E = 1.4426950408889634
 _TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
-def _backport_interpreter_index_fix() -> None:
-    """Let loops with run-time bounds run under TRITON_INTERPRET=1 with numpy >= 2.4.
-
-    triton 3.6's interpreter turns a scalar (a 1-element array) into a loop bound
-    with int(array), which numpy 2.4 refuses ("only 0-dimensional arrays can be
-    converted"); triton issue 9171, fixed upstream by PR 9172. This applies the
-    same fix (idempotent, interpreter only; a no-op where triton changed).
-    """
-    from triton.runtime import interpreter
-
-    original = getattr(interpreter, "_patch_lang_tensor", None)
-    if original is None or getattr(original, "index_fix", False):
-        return
-
-    def patched(tensor, scope):
-        original(tensor, scope)
-        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
-
-    patched.index_fix = True
-    interpreter._patch_lang_tensor = patched
-
-
-if interpreting():
-    _backport_interpreter_index_fix()
 
 
 # --------------------------------------------------------------------------- kernels
