@@ -7,9 +7,15 @@ from tsuite.forecasting.base import WindowForecaster
 from tsuite.forecasting.event_data import EventDataModule, validate_events
 from tsuite.forecasting.event_model import EventForecaster
 from tsuite.forecasting.hawkes import HawkesProcess
+from tsuite.forecasting.lssl import LSSLLayer
 from tsuite.forecasting.metrics import MeanAbsoluteScaledError, stpe
+from tsuite.forecasting.s4 import S4Layer
+from tsuite.forecasting.s4d import S4DLayer
+from tsuite.forecasting.sequence_data import AddingProblem, SequentialDigits, UCRSequences
 from tsuite.forecasting.series_data import SeriesDataModule
 from tsuite.forecasting.sources import ARProcess, load_series, statsmodels_series
+from tsuite.forecasting.ssm_backbone import SSMBackbone
+from tsuite.forecasting.ssm_models import ForecastStream, SSMForecaster, SSMSequenceModel
 from tsuite.forecasting.validation import validate_series
 
 __all__ = [
@@ -18,11 +24,21 @@ __all__ = [
     "AarenForecaster",
     "ARNet",
     "ARProcess",
+    "AddingProblem",
     "EventDataModule",
     "EventForecaster",
+    "ForecastStream",
     "HawkesProcess",
+    "LSSLLayer",
     "MeanAbsoluteScaledError",
+    "S4DLayer",
+    "S4Layer",
+    "SSMBackbone",
+    "SSMForecaster",
+    "SSMSequenceModel",
+    "SequentialDigits",
     "SeriesDataModule",
+    "UCRSequences",
     "WindowForecaster",
     "load_series",
     "statsmodels_series",

@@ -1,0 +1,271 @@
+"""Rolling-origin backtest of the window forecasters and their baselines on real series; writes a markdown table.
+
+For each series and each of ``n_cutoffs`` forecast origins (the last
+origins spaced ``horizon`` steps apart, so the test windows tile the end of the
+series), every method sees only the history before the origin, forecasts the
+next ``horizon`` values, and is scored by
+
+- MASE: mean |ŷ − y| divided by the in-sample MAE of the seasonal naive
+  forecast on that history (season ``m`` of the series; m = 1: the random walk);
+- sMAPE: 200 · mean |ŷ − y| / (|ŷ| + |y|), in percent.
+
+Methods: S4, S4D, LSSL (:class:`~tsuite.forecasting.ssm_models.SSMForecaster`),
+AR-Net, least-squares AR (statsmodels ``AutoReg``) and seasonal naive. The
+neural models are refitted at every origin (``refit="each"``) or fitted once
+on the history before the first origin and then only fed the new
+observations (``refit="first"``: rolling origin without re-estimation).
+
+    python -m tsuite.forecasting.backtest --output docs/backtest.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import lightning.pytorch as pl
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from tsuite.forecasting.arnet import ARNet
+from tsuite.forecasting.base import WindowForecaster
+from tsuite.forecasting.baselines import least_squares_forecast, seasonal_naive
+from tsuite.forecasting.series_data import make_windows
+from tsuite.forecasting.sources import load_series
+from tsuite.forecasting.ssm_models import SSMForecaster
+from tsuite.forecasting.validation import validate_series
+
+
+@dataclass
+class SeriesSpec:
+    """One backtest series: where it comes from, the window and horizon, and its season."""
+
+    name: str
+    source: str
+    n_lags: int
+    horizon: int
+    season: int = 1
+    fill_missing: str = "error"
+
+
+@dataclass
+class ModelSpec:
+    """A neural window forecaster of the backtest: how to build it and how long to train it."""
+
+    name: str
+    build: Callable[[int, int], WindowForecaster]
+    steps: int = 400
+    batch_size: int = 32
+
+
+SERIES = [
+    SeriesSpec("sunspots", "statsmodels:sunspots", n_lags=33, horizon=6, season=11),
+    SeriesSpec("nile", "statsmodels:nile", n_lags=10, horizon=3, season=1),
+    SeriesSpec("co2", "statsmodels:co2", n_lags=104, horizon=13, season=52, fill_missing="interpolate"),
+    SeriesSpec("elnino", "statsmodels:elnino", n_lags=36, horizon=12, season=12),
+    SeriesSpec("unemp", "statsmodels:macrodata:unemp", n_lags=16, horizon=4, season=4),
+    SeriesSpec("infl", "statsmodels:macrodata:infl", n_lags=16, horizon=4, season=4),
+]
+
+
+def _ssm(layer: str, **kw) -> Callable[[int, int], WindowForecaster]:
+    def build(n_lags: int, horizon: int) -> WindowForecaster:
+        return SSMForecaster(n_lags, horizon, layer=layer, **kw)
+
+    return build
+
+
+MODELS = [
+    ModelSpec("S4", _ssm("s4", d_model=32, n_layers=2, d_state=64)),
+    ModelSpec("S4D", _ssm("s4d", d_model=32, n_layers=2, d_state=64)),
+    ModelSpec("LSSL", _ssm("lssl", d_model=32, n_layers=2, d_state=32)),
+    ModelSpec("AR-Net", lambda n_lags, horizon: ARNet(n_lags, horizon, sparsity=0.5, reg_strength=0.05)),
+]
+BASELINES = ("least-squares AR", "seasonal naive")
+
+
+def cutoffs(n: int, horizon: int, n_cutoffs: int, min_history: int) -> list[int]:
+    """Forecast origins: the last ``n_cutoffs`` of n − horizon, n − 2·horizon, … with at least ``min_history`` before."""
+    out = [n - k * horizon for k in range(n_cutoffs, 0, -1)]
+    if out[0] < min_history:
+        raise ValueError(f"a series of {n} steps is too short for {n_cutoffs} origins {horizon} steps apart with "
+                         f"{min_history} steps of history before the first")
+    return out
+
+
+def mase(pred: np.ndarray, truth: np.ndarray, history: np.ndarray, season: int) -> float:
+    """MASE of one forecast, scaled by the in-sample seasonal naive MAE of ``history``."""
+    scale = np.abs(history[season:] - history[:-season]).mean()
+    return float(np.abs(pred - truth).mean() / (scale if scale > 1e-12 else 1.0))
+
+
+def smape(pred: np.ndarray, truth: np.ndarray) -> float:
+    """sMAPE in percent (0 to 200); terms with ŷ = y = 0 count as 0."""
+    denom = np.abs(pred) + np.abs(truth)
+    return float(200.0 * np.mean(np.where(denom > 0, np.abs(pred - truth) / np.where(denom > 0, denom, 1.0), 0.0)))
+
+
+def fit_window_model(build: Callable[[], WindowForecaster], history: np.ndarray, steps: int, batch_size: int,
+                     seed: int = 0) -> WindowForecaster:
+    """Build (after seeding) and train a model for about ``steps`` optimiser steps on every window of ``history``.
+
+    The history is scaled by its own mean and standard deviation, as ``predict_frame`` does.
+    """
+    pl.seed_everything(seed, verbose=False)
+    model = build()
+    loc, scale = history.mean(), history.std()
+    z = (history - loc) / (scale if scale > 1e-12 else 1.0)
+    x, y = make_windows(z, model.n_lags, model.horizon, 0, len(z))
+    data = TensorDataset(torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.float32))
+    loader = DataLoader(data, batch_size=batch_size, shuffle=True)
+    epochs = max(1, round(steps / len(loader)))
+    pl.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+               enable_model_summary=False, num_sanity_val_steps=0).fit(model, loader)
+    return model.eval()
+
+
+def _frame(values: np.ndarray) -> pd.DataFrame:
+    return pd.DataFrame({"unique_id": "s", "ds": np.arange(len(values)), "y": values})
+
+
+def backtest_series(spec: SeriesSpec, models: list[ModelSpec], n_cutoffs: int = 5, refit: str = "each",
+                    seed: int = 0) -> pd.DataFrame:
+    """Errors of every method at every origin of one series: columns series, method, cutoff, MASE, sMAPE, fit_s."""
+    raw, name = load_series(spec.source)
+    y = validate_series(raw, name, spec.n_lags + spec.horizon, fill_missing=spec.fill_missing)["y"].to_numpy(float)
+    origins = cutoffs(len(y), spec.horizon, n_cutoffs, min_history=3 * (spec.n_lags + spec.horizon))
+    rows = []
+
+    def record(method: str, cutoff: int, pred: np.ndarray, fit_s: float = 0.0) -> None:
+        truth, history = y[cutoff : cutoff + spec.horizon], y[:cutoff]
+        rows.append({"series": spec.name, "method": method, "cutoff": cutoff, "fit_s": fit_s,
+                     "MASE": mase(pred, truth, history, spec.season), "sMAPE": smape(pred, truth)})
+
+    for m in models:
+        model, fit_s = None, 0.0
+        for cutoff in origins:
+            if model is None or refit == "each":
+                start = time.perf_counter()
+                build = lambda: m.build(spec.n_lags, spec.horizon)  # noqa: E731
+                model = fit_window_model(build, y[:cutoff], m.steps, m.batch_size, seed)
+                fit_s = time.perf_counter() - start
+            pred = model.predict_frame(_frame(y[:cutoff]), horizon=spec.horizon).iloc[:, -1].to_numpy()
+            record(m.name, cutoff, pred, fit_s)
+            fit_s = 0.0
+    for cutoff in origins:
+        history = y[:cutoff]
+        train = y[: origins[0]] if refit == "first" else history
+        record("least-squares AR", cutoff, least_squares_forecast(train, spec.n_lags, history, spec.horizon))
+        record("seasonal naive", cutoff, seasonal_naive(history, spec.horizon, spec.season))
+    return pd.DataFrame(rows)
+
+
+def run_backtest(series: list[SeriesSpec] | None = None, models: list[ModelSpec] | None = None, n_cutoffs: int = 5,
+                 refit: str = "each", seed: int = 0, progress: bool = True) -> pd.DataFrame:
+    """:func:`backtest_series` over every series; one row per series, method and origin."""
+    frames = []
+    for spec in series or SERIES:
+        start = time.perf_counter()
+        frames.append(backtest_series(spec, models if models is not None else MODELS, n_cutoffs, refit, seed))
+        if progress:
+            print(f"backtest: {spec.name} done in {time.perf_counter() - start:.0f} s", flush=True)
+    return pd.concat(frames, ignore_index=True)
+
+
+def summarize(errors: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Mean MASE and sMAPE per series (rows) and method (columns), with a mean row."""
+    order = list(dict.fromkeys(errors["method"]))
+    out = {}
+    for metric in ("MASE", "sMAPE"):
+        table = errors.pivot_table(index="series", columns="method", values=metric, aggfunc="mean", sort=False)
+        table = table[order]
+        table.loc["mean"] = table.mean()
+        out[metric] = table
+    return out
+
+
+def markdown(errors: pd.DataFrame, n_cutoffs: int, refit: str, series: list[SeriesSpec]) -> str:
+    """The backtest report: set-up, MASE and sMAPE tables (best per series in bold) and the S4 check."""
+    tables = summarize(errors)
+    lines = [
+        "# Forecasting backtest",
+        "",
+        f"Rolling origin: {n_cutoffs} forecast origins per series, spaced one horizon apart over the end of the "
+        f"series; neural models {'refitted at every origin' if refit == 'each' else 'fitted once before the first origin'}. "
+        "MASE is scaled by the in-sample seasonal naive MAE of the history before each origin; sMAPE is in percent. "
+        "Written by `python -m tsuite.forecasting.backtest`.",
+        "",
+        "| series | source | n_lags | horizon | season |",
+        "|---|---|---|---|---|",
+        *[f"| {s.name} | `{s.source}` | {s.n_lags} | {s.horizon} | {s.season} |" for s in series],
+    ]
+    for metric, table in tables.items():
+        lines += ["", f"## {metric}", "", "| series | " + " | ".join(table.columns) + " |",
+                  "|---" * (len(table.columns) + 1) + "|"]
+        for name, row in table.iterrows():
+            best = row.min()
+            cells = [f"**{v:.3f}**" if v == best and name != "mean" else f"{v:.3f}" for v in row]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if {"S4", "seasonal naive"} <= set(errors["method"]):
+        mase_table = tables["MASE"].drop(index="mean")
+        wins = (mase_table["S4"] < mase_table["seasonal naive"]).sum()
+        lines += ["", f"S4 has a lower MASE than seasonal naive on {wins} of {len(mase_table)} series."]
+    fit = errors[errors["fit_s"] > 0].groupby("method", sort=False)["fit_s"].mean()
+    if len(fit):
+        lines += ["", "Mean CPU fit time per origin: " + ", ".join(f"{k} {v:.1f} s" for k, v in fit.items()) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def write_atomic(text: str, path: str | os.PathLike) -> Path:
+    """Write ``text`` to a temporary file beside ``path``, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m tsuite.forecasting.backtest", description=__doc__.split("\n")[0])
+    parser.add_argument("--output", default="docs/backtest.md", help="markdown file to write")
+    parser.add_argument("--cutoffs", type=int, default=5, help="forecast origins per series")
+    parser.add_argument("--refit", choices=("each", "first"), default="each",
+                        help="refit the neural models at every origin, or once before the first")
+    parser.add_argument("--series", nargs="*", default=None, help=f"subset of {[s.name for s in SERIES]}")
+    parser.add_argument("--models", nargs="*", default=None, help=f"subset of {[m.name for m in MODELS]}")
+    parser.add_argument("--steps", type=int, default=None, help="training steps of every neural model")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--errors", default=None, help="also write the per-origin errors to this CSV")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (the models are small: one thread is fastest on a busy machine)")
+    args = parser.parse_args(argv)
+    series = [s for s in SERIES if args.series is None or s.name in args.series]
+    models = [m for m in MODELS if args.models is None or m.name in args.models]
+    if args.steps:
+        for m in models:
+            m.steps = args.steps
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore")
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    errors = run_backtest(series, models, args.cutoffs, args.refit, args.seed)
+    if args.errors:
+        write_atomic(errors.to_csv(index=False), args.errors)
+    text = markdown(errors, args.cutoffs, args.refit, series)
+    write_atomic(text, args.output)
+    print(text)
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
