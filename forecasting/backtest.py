@@ -13,7 +13,8 @@ Methods: S4, S4D, LSSL (:class:`~tsuite.forecasting.ssm_models.SSMForecaster`),
 AR-Net, least-squares AR (statsmodels ``AutoReg``) and seasonal naive. The
 neural models are refitted at every origin (``refit="each"``) or fitted once
 on the history before the first origin and then only fed the new
-observations (``refit="first"``: rolling origin without re-estimation).
+observations (``refit="first"``: rolling origin without re-estimation); each
+fit is seeded and lasts 400 optimiser steps or 50 epochs, whichever is fewer.
 
     python -m tsuite.forecasting.backtest --output docs/backtest.md
 """
@@ -64,6 +65,7 @@ class ModelSpec:
     name: str
     build: Callable[[int, int], WindowForecaster]
     steps: int = 400
+    max_epochs: int = 50
     batch_size: int = 32
 
 
@@ -115,10 +117,12 @@ def smape(pred: np.ndarray, truth: np.ndarray) -> float:
 
 
 def fit_window_model(build: Callable[[], WindowForecaster], history: np.ndarray, steps: int, batch_size: int,
-                     seed: int = 0) -> WindowForecaster:
-    """Build (after seeding) and train a model for about ``steps`` optimiser steps on every window of ``history``.
+                     seed: int = 0, max_epochs: int | None = None) -> WindowForecaster:
+    """Build (after seeding) and train a model on every window of ``history``.
 
-    The history is scaled by its own mean and standard deviation, as ``predict_frame`` does.
+    Training lasts about ``steps`` optimiser steps, but at most ``max_epochs``
+    passes over the windows (short series would otherwise be overfitted). The
+    history is scaled by its own mean and standard deviation, as ``predict_frame`` does.
     """
     pl.seed_everything(seed, verbose=False)
     model = build()
@@ -127,7 +131,7 @@ def fit_window_model(build: Callable[[], WindowForecaster], history: np.ndarray,
     x, y = make_windows(z, model.n_lags, model.horizon, 0, len(z))
     data = TensorDataset(torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.float32))
     loader = DataLoader(data, batch_size=batch_size, shuffle=True)
-    epochs = max(1, round(steps / len(loader)))
+    epochs = max(1, min(round(steps / len(loader)), max_epochs or steps))
     pl.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                enable_model_summary=False, num_sanity_val_steps=0).fit(model, loader)
     return model.eval()
@@ -156,7 +160,7 @@ def backtest_series(spec: SeriesSpec, models: list[ModelSpec], n_cutoffs: int = 
             if model is None or refit == "each":
                 start = time.perf_counter()
                 build = lambda: m.build(spec.n_lags, spec.horizon)  # noqa: E731
-                model = fit_window_model(build, y[:cutoff], m.steps, m.batch_size, seed)
+                model = fit_window_model(build, y[:cutoff], m.steps, m.batch_size, seed, m.max_epochs)
                 fit_s = time.perf_counter() - start
             pred = model.predict_frame(_frame(y[:cutoff]), horizon=spec.horizon).iloc[:, -1].to_numpy()
             record(m.name, cutoff, pred, fit_s)
