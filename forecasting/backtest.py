@@ -87,16 +87,16 @@ def _ssm(layer: str, **kw) -> Callable[[int, int], WindowForecaster]:
 
 
 MODELS = [
-    ModelSpec("S4", _ssm("s4", d_model=32, n_layers=2, d_state=64)),
-    ModelSpec("S4D", _ssm("s4d", d_model=32, n_layers=2, d_state=64)),
-    ModelSpec("LSSL", _ssm("lssl", d_model=32, n_layers=2, d_state=32)),
+    ModelSpec("S4", _ssm("s4", d_model=32, n_layers=2, d_state=64, dropout=0.1)),
+    ModelSpec("S4D", _ssm("s4d", d_model=32, n_layers=2, d_state=64, dropout=0.1)),
+    ModelSpec("LSSL", _ssm("lssl", d_model=32, n_layers=2, d_state=32, dropout=0.1)),
     ModelSpec("AR-Net", lambda n_lags, horizon: ARNet(n_lags, horizon, sparsity=0.5, reg_strength=0.05)),
 ]
 BASELINES = ("least-squares AR", "seasonal naive")
 
 
 def cutoffs(n: int, horizon: int, n_cutoffs: int, min_history: int) -> list[int]:
-    """Forecast origins: the last ``n_cutoffs`` of n − horizon, n − 2·horizon, … with at least ``min_history`` before."""
+    """Forecast origins: the last ``n_cutoffs`` of n − h, n − 2h, … (h = horizon), each ≥ ``min_history``."""
     out = [n - k * horizon for k in range(n_cutoffs, 0, -1)]
     if out[0] < min_history:
         raise ValueError(f"a series of {n} steps is too short for {n_cutoffs} origins {horizon} steps apart with "
@@ -204,7 +204,8 @@ def markdown(errors: pd.DataFrame, n_cutoffs: int, refit: str, series: list[Seri
         "# Forecasting backtest",
         "",
         f"Rolling origin: {n_cutoffs} forecast origins per series, spaced one horizon apart over the end of the "
-        f"series; neural models {'refitted at every origin' if refit == 'each' else 'fitted once before the first origin'}. "
+        f"series; neural models {'refitted at every origin' if refit == 'each' else 'fitted before the first origin'} "
+        "(seeded; 400 optimiser steps or 50 epochs, whichever is fewer). "
         "MASE is scaled by the in-sample seasonal naive MAE of the history before each origin; sMAPE is in percent. "
         "Written by `python -m tsuite.forecasting.backtest`.",
         "",

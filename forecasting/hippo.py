@@ -97,7 +97,7 @@ def nplr(measure: Measure, N: int) -> tuple[torch.Tensor, torch.Tensor, torch.Te
 
 
 def dense_from_nplr(Lambda: torch.Tensor, P: torch.Tensor) -> torch.Tensor:
-    """The full complex state matrix diag(Λ_f) − P_f P_f^* (…, N, N) from half-stored Λ (…, N/2), P (r, …, N/2)."""
+    """Full state matrix diag(Λ_f) − P_f P_f^* (…, N, N) from half-stored Λ (…, N/2), P (r, …, N/2)."""
     lam = torch.cat([Lambda, Lambda.conj()], dim=-1)  # (... N)
     Pf = torch.cat([P, P.conj()], dim=-1)  # (r ... N)
     low_rank = torch.einsum("r...m,r...n->...mn", Pf, Pf.conj())  # (... N N)

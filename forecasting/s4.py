@@ -114,7 +114,7 @@ class S4Layer(SSMLayer):
         return dA, dB, C
 
     def _retie(self, dA: torch.Tensor, C: torch.Tensor, old: int, new: int) -> torch.Tensor:
-        """C̃ for length ``new`` from C̃ for length ``old`` (0: C̃ is C): C̃' = C̃ (I − Ā^old)^{-1} (I − Ā^new)."""
+        """C̃ for length ``new`` from C̃ for ``old`` (0: C̃ is C): C̃' = C̃ (I − Ā^old)^{-1} (I − Ā^new)."""
         eye = torch.eye(dA.shape[-1], dtype=dA.dtype, device=dA.device)
         if old:  # row vector C = C̃ (I − Ā^old)^{-1}, i.e. (I − Ā^old)ᵀ Cᵀ = C̃ᵀ
             C = torch.linalg.solve((eye - matrix_power(dA, old)).transpose(-1, -2), C)

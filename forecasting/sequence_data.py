@@ -169,7 +169,10 @@ def _split(n: int, val_size: float, test_size: float, seed: int, labels: np.ndar
             out[split] = idx[:0]
             continue
         strat = labels[idx] if labels is not None else None
-        idx, out[split] = train_test_split(idx, test_size=k, random_state=seed, stratify=strat)
+        try:
+            idx, out[split] = train_test_split(idx, test_size=k, random_state=seed, stratify=strat)
+        except ValueError:  # a class too rare to stratify: split without stratification
+            idx, out[split] = train_test_split(idx, test_size=k, random_state=seed)
     out["train"] = idx
     return out
 

@@ -111,7 +111,7 @@ class SSMForecaster(WindowForecaster):
         return torch.stack([x, torch.diff(x, dim=1, prepend=x[:, :1])], dim=-1)
 
     def forward(self, x: torch.Tensor, positions: int = 1) -> torch.Tensor:
-        """x (B, n_lags) scaled → (B, horizon), or (B, positions, horizon) forecasts from the last ``positions`` steps."""
+        """x (B, n_lags) → (B, horizon), or (B, positions, horizon): forecasts from the last ``positions`` steps."""
         feats = self.backbone(self._inputs(x))[:, -positions:]  # (B P H)
         out = self.decoder(feats)  # (B P horizon)
         if self.hparams.residual:
@@ -165,7 +165,7 @@ class ForecastStream:
 
     @torch.no_grad()
     def update(self, y: Any) -> np.ndarray:
-        """Consume one new observation per series (shape (batch,)); return the next ``horizon`` values (batch, horizon)."""
+        """Consume one new observation per series (batch,); return the next ``horizon`` values (batch, horizon)."""
         value = (np.asarray(y, dtype=np.float64).reshape(-1) - self.loc) / self.scale
         x = torch.as_tensor(value, dtype=torch.float32, device=self.model.device)  # (B)
         inputs = x[:, None]
@@ -249,8 +249,8 @@ class SSMSequenceModel(TsuiteModule):
             return
         for name in ("d_input", "d_output", "task"):
             if hasattr(data, name) and getattr(data, name) != self.hparams[name]:
-                raise InputError(f"model.{name}={self.hparams[name]!r} but the data has {name}={getattr(data, name)!r}; "
-                                 "set the model's value to the data's in the config")
+                raise InputError(f"model.{name}={self.hparams[name]!r} but the data has "
+                                 f"{name}={getattr(data, name)!r}; set the model's value to the data's in the config")
         if stage == "fit" and hasattr(data, "input_stats"):
             loc, scale = data.input_stats()
             self.input_loc.copy_(torch.as_tensor(loc, dtype=torch.float32))

@@ -1,4 +1,4 @@
-"""LSSL: the generalised bilinear transform, the Krylov kernel, convolution = recurrence = step(), LSSL vs LSSL-fixed."""
+"""LSSL: generalised bilinear transform, Krylov kernel, convolution = recurrence = step(), LSSL vs LSSL-fixed."""
 
 from __future__ import annotations
 

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from tsuite.forecasting import (AddingProblem, ARProcess, SeriesDataModule, SequentialDigits, SSMBackbone, SSMForecaster,
-                                SSMSequenceModel)
+from tsuite.forecasting import (AddingProblem, ARProcess, SeriesDataModule, SequentialDigits, SSMBackbone,
+                                SSMForecaster, SSMSequenceModel)
 from tsuite.forecasting.ssm_backbone import ssm_param_groups
 from tsuite.tables import InputError
 

@@ -59,7 +59,10 @@ def write_ts(path, rows, header="@problemName toy\n@univariate true\n@classLabel
 
 def test_ucr_ts_pair_is_read_with_class_names_and_its_test_file(tmp_path):
     rng = np.random.default_rng(0)
-    lines = lambda n: [",".join(f"{v:.3f}" for v in rng.normal(size=12)) + f":{'abc'[i % 3]}" for i in range(n)]  # noqa: E731
+
+    def lines(n: int) -> list[str]:
+        return [",".join(f"{v:.3f}" for v in rng.normal(size=12)) + f":{'abc'[i % 3]}" for i in range(n)]
+
     write_ts(tmp_path / "Toy_TRAIN.ts", lines(30))
     write_ts(tmp_path / "Toy_TEST.ts", lines(9))
     data = UCRSequences(str(tmp_path), val_size=6)
