@@ -7,11 +7,18 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: install demo test test-gpu bench clean
+.PHONY: install system-deps demo test test-gpu bench clean
 
 install: $(STAMP)
 
+# espeak-ng (Debian package) synthesises the small speech corpus used by the audio demo and tests.
+system-deps:
+	@command -v espeak-ng >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq espeak-ng >/dev/null; \
+		else echo "tsuite: espeak-ng is missing; install it with: sudo apt-get install espeak-ng" >&2; fi; }
+
 $(STAMP): pyproject.toml
+	@$(MAKE) --no-print-directory system-deps
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
