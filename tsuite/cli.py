@@ -7,6 +7,8 @@ model and, with ``--register NAME``, registered. The other commands are jobs
 that are not Trainer actions; this module only dispatches to them:
 
 - ``tsuite forecast``  batch forecasts of a series table (:mod:`tsuite.forecasting.forecast_job`)
+- ``tsuite separate``  speech separation of audio files (:mod:`tsuite.audio.separate_job`)
+- ``tsuite caption``   captions for video clips (:mod:`tsuite.vision_video.caption_job`)
 - ``tsuite register``  put a logged model in the MLflow model registry
 """
 
@@ -27,6 +29,8 @@ from tsuite.tracking import TrackingServerUnreachable, check_tracking_uri, track
 # Jobs that are not Trainer actions: name -> "module:function" taking argv.
 JOBS = {
     "forecast": "tsuite.forecasting.forecast_job:main",
+    "separate": "tsuite.audio.separate_job:main",
+    "caption": "tsuite.vision_video.caption_job:main",
     "register": "tsuite.cli:register_main",
 }
 TRAINER_ACTIONS = ("fit", "validate", "test", "predict")
@@ -133,6 +137,8 @@ Trainer actions (LightningCLI; see `tsuite fit --help`):
 
 Jobs:
   forecast   tsuite forecast --model MODEL --input TABLE --output TABLE [--horizon H]
+  separate   tsuite separate --model MODEL --input WAV_OR_DIR --output DIR
+  caption    tsuite caption --model MODEL --input VIDEO_OR_DIR [--output FILE]
   register   tsuite register RUN_OR_URI --name NAME [--alias champion]
 
 MODEL is an MLflow model URI (models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/model),
