@@ -235,7 +235,7 @@ class EventForecaster(TsuiteModule):
     # -- streaming (Aaren) -----------------------------------------------------------------------
     def _require_stream(self) -> None:
         if not isinstance(self.encoder, AarenEncoder):
-            raise NotImplementedError("streaming needs the Aaren encoder: the Transformer baseline has no "
+            raise TypeError("streaming needs the Aaren encoder: the Transformer baseline has no "
                                       "constant-size state (use predict_frame, which reads whole histories)")
 
     @torch.no_grad()

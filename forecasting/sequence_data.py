@@ -21,6 +21,8 @@ per channel), which is what the logged MLflow model takes.
 
 from __future__ import annotations
 
+import abc
+
 from pathlib import Path
 from typing import Literal
 
@@ -73,7 +75,7 @@ def sequences_to_frame(x: np.ndarray, columns: list[str], ids: list[str] | None 
     return out
 
 
-class SequenceDataModule(pl.LightningDataModule):
+class SequenceDataModule(pl.LightningDataModule, abc.ABC):
     """Base of fixed-length sequence data: subclasses fill ``self.arrays[split] = (x (N, L, C), y)`` in ``_load``."""
 
     task: Literal["classification", "regression"] = "classification"
@@ -85,8 +87,9 @@ class SequenceDataModule(pl.LightningDataModule):
         self.batch_size, self.num_workers = batch_size, num_workers
         self.arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
+    @abc.abstractmethod
     def _load(self) -> None:
-        raise NotImplementedError
+        """Fill ``self.arrays`` for the splits ``train``, ``val`` and ``test``."""
 
     def setup(self, stage: str | None = None) -> None:
         if not self.arrays:

@@ -138,7 +138,7 @@ def test_streaming_memory_does_not_grow_over_10000_events_and_matches_the_parall
 
 def test_transformer_baseline_has_no_stream_but_answers_tables():
     model = random_model("transformer")
-    with pytest.raises(NotImplementedError, match="Aaren encoder"):
+    with pytest.raises(TypeError, match="Aaren encoder"):
         model.stream_start()
     times, marks = hawkes_history(40, seed=3)
     out = model.predict_frame(pd.DataFrame({"seq_id": "s", "time": times, "mark": marks}))
