@@ -42,8 +42,13 @@ def read_jsonl(path: Path) -> tuple[pd.DataFrame, list[str]]:
     rows: list[dict] = []
     where: list[str] = []
     seen: set[str] = set()
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise InputError(f"{path} line {n}: not UTF-8 text ({err.reason}); expected JSON lines in "
+                                 "UTF-8") from err
             if not line.strip():
                 continue
             try:

@@ -42,6 +42,10 @@ def validate_series(
     if len(df) == 0:
         raise InputError(f"{name}: the table has no rows; expected at least one series")
     df = df.reset_index(drop=True).copy()
+    missing_id = df["unique_id"].isna().to_numpy()
+    if missing_id.any():
+        r = int(np.flatnonzero(missing_id)[0])
+        raise InputError(f"{name} data row {r + 1}: unique_id is missing; expected the id of the row's series")
     df["unique_id"] = df["unique_id"].astype(str)
     df["y"] = _numeric_y(df["y"], name)
     df["ds"] = _timestamps(df["ds"], name)
@@ -100,7 +104,10 @@ def _timestamps(ds: pd.Series, name: str) -> pd.Series:
         if ok.all():
             return ds.astype("int64")
         r = int(np.flatnonzero(~ok.to_numpy())[0])
-        raise InputError(f"{name} data row {r + 1}: ds value {ds.iloc[r]!r} is not an integer step or a timestamp")
+        if pd.isna(ds.iloc[r]):
+            raise InputError(f"{name} data row {r + 1}: ds is missing; expected a timestamp or an integer step")
+        raise InputError(f"{name} data row {r + 1}: ds value {float(ds.iloc[r])!r} is not an integer step or a "
+                         "timestamp; expected e.g. 2024-01-31 or 17")
     if pd.api.types.is_datetime64_any_dtype(ds):
         out = ds
     else:

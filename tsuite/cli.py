@@ -3,7 +3,8 @@
 ``tsuite fit|validate|test|predict --config FILE.yaml`` is a LightningCLI
 (model and data chosen by class path in the config). After ``fit`` the model
 is tested (when the data has a test split), logged to MLflow as a pyfunc
-model and, with ``--register NAME``, registered. The other commands are jobs
+model and, with ``--register NAME``, registered; ``--ckpt_path last`` resumes an
+interrupted fit into its MLflow run (:mod:`tsuite.resume`). The other commands are jobs
 that are not Trainer actions; this module only dispatches to them:
 
 - ``tsuite forecast``  batch forecasts of a series table (:mod:`tsuite.forecasting.forecast_job`)
@@ -17,12 +18,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from pathlib import Path
 from typing import Optional
 
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import MLFlowLogger
 
+from tsuite.resume import ResumeState, checkpoint_run_id, find_last_checkpoint
 from tsuite.tables import InputError
 from tsuite.tracking import TrackingServerUnreachable, check_tracking_uri, tracking_uri
 
@@ -61,10 +64,61 @@ class TsuiteCLI(LightningCLI):
     def _option(self, name: str):
         return self.config[self.subcommand].get(name)
 
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI reads --ckpt_path's hyperparameters while parsing: name a file it cannot read.
+        try:
+            super()._parse_ckpt_path()
+        except Exception as err:  # noqa: BLE001 - a truncated or foreign file
+            path = self.config[self.config.subcommand].get("ckpt_path")
+            raise InputError(f"--ckpt_path {path}: cannot be read as a checkpoint ({err}); expected a Lightning "
+                             "checkpoint written by tsuite fit") from err
+
+    def before_instantiate_classes(self) -> None:
+        if self.subcommand == "fit":
+            self._resolve_resume(self.config.fit)
+
+    def _resolve_resume(self, cfg) -> None:  # noqa: ANN001 - a jsonargparse Namespace
+        """``--ckpt_path last`` → the newest last.ckpt of this model class; resume into its MLflow run."""
+        ckpt = cfg.get("ckpt_path")
+        if not ckpt:
+            return
+        logger = cfg.trainer.get("logger")
+        if str(getattr(logger, "class_path", "")).endswith("MLFlowLogger"):
+            # Fail before searching or loading anything when the server is down.
+            check_tracking_uri(logger.init_args.get("tracking_uri"))
+        if ckpt == "last":
+            root = cfg.trainer.get("default_root_dir") or "."
+            path = find_last_checkpoint(root, cfg.model.get("class_path"))
+            if path is None:
+                print(f"tsuite: --ckpt_path last: no last.ckpt of {cfg.model.get('class_path')} under {root}; "
+                      "training from the start")
+                cfg.ckpt_path = None
+                return
+            cfg.ckpt_path = ckpt = str(path)
+        if "://" in str(ckpt) or ckpt in ("best", "hpc", "registry"):
+            return  # Lightning resolves these itself
+        if not Path(ckpt).is_file():
+            raise InputError(f"--ckpt_path {ckpt}: no such checkpoint file; expected a .ckpt file or 'last'")
+        try:
+            run_id = checkpoint_run_id(ckpt)
+        except Exception as err:  # noqa: BLE001 - a truncated or foreign file: name it, before any training
+            raise InputError(f"--ckpt_path {ckpt}: cannot be read as a checkpoint ({err}); expected a Lightning "
+                             "checkpoint written by tsuite fit") from err
+        if run_id and str(getattr(logger, "class_path", "")).endswith("MLFlowLogger") \
+                and not logger.init_args.get("run_id"):
+            logger.init_args.run_id = run_id
+            print(f"tsuite: resuming {ckpt} into MLflow run {run_id}")
+
     def before_fit(self) -> None:
         logger = self.trainer.logger
         if isinstance(logger, MLFlowLogger):
             check_tracking_uri(logger._tracking_uri)
+        # Keep last.ckpt and the state that resumes into the same run (see tsuite.resume).
+        for callback in self.trainer.checkpoint_callbacks:
+            if callback.save_last is None:
+                callback.save_last = True
+        if not any(isinstance(c, ResumeState) for c in self.trainer.callbacks):
+            self.trainer.callbacks.insert(0, ResumeState())
         # Load and validate the data now, so bad input fails before any run or training starts.
         self.datamodule.prepare_data()
         self.datamodule.setup("fit")

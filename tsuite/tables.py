@@ -79,9 +79,16 @@ class AtomicTableWriter:
         if self._parquet is not None:
             self._parquet.close()
         if exc_type is None:
+            os.chmod(self._tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
             os.replace(self._tmp, self.path)
         else:
             self._tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_table_atomic(df: pd.DataFrame, path: str | os.PathLike) -> Path:
