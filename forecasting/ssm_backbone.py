@@ -147,6 +147,13 @@ class SSMBackbone(nn.Module):
             x = block(x)
         return self.final_norm(x)
 
+    def set_mode(self, mode: str, conv_backend: str = "auto") -> None:
+        """Every layer's view in ``forward``: ``conv`` or ``recurrent`` (see :meth:`SSMLayer.set_mode`)."""
+        for block in self.blocks:
+            for ssm in (block.ssm, block.ssm_backward):
+                if ssm is not None:
+                    ssm.set_mode(mode, conv_backend)
+
     # -- recurrent view -------------------------------------------------------------------------
     def _causal(self) -> None:
         if self.bidirectional:

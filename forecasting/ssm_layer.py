@@ -11,6 +11,12 @@ views that give the same outputs:
   discrete system by one step with O(1) memory in time, and
   ``recurrent(u, state)`` runs it over a whole sequence.
 
+``mode`` chooses the view ``forward`` uses: ``"conv"`` (the default) or
+``"recurrent"`` (differentiable, so usable in training too: S4D's runs on the
+fused diagonal scan; S4's and LSSL's are a Python loop of steps, for checks
+only); ``conv_backend`` is passed to ``tsuite.kernels.fftconv`` (``"torch"``
+forces the plain ``torch.fft`` reference, the peer of the benchmarks).
+
 Parameters of the state matrices (A, B, Δt, and P for S4) carry an ``_optim``
 attribute with their own learning rate and no weight decay, as in the papers;
 :func:`tsuite.forecasting.ssm_backbone.ssm_param_groups` reads it.
@@ -31,16 +37,17 @@ _kernel_fftconv = getattr(_kernels, "fftconv", None)
 _kernel_fftconv = _kernel_fftconv if callable(_kernel_fftconv) else None
 
 
-def fftconv(u: torch.Tensor, k: torch.Tensor, D: torch.Tensor | None = None) -> torch.Tensor:
+def fftconv(u: torch.Tensor, k: torch.Tensor, D: torch.Tensor | None = None, backend: str = "auto") -> torch.Tensor:
     """Causal convolution y_t = Σ_{s≤t} k_{t−s} u_s (+ D u_t) of u (B, H, L) with k (H, L), by FFT.
 
-    Uses ``tsuite.kernels.fftconv`` when available; otherwise zero-pads to 2L
-    (no circular wrap-around) with ``torch.fft``. Returns u's dtype.
+    Uses ``tsuite.kernels.fftconv`` (with ``backend``: ``auto``, ``triton`` or
+    ``torch``) when available; otherwise zero-pads to 2L (no circular
+    wrap-around) with ``torch.fft``. Returns u's dtype.
     """
     L = u.shape[-1]
     k = k[..., :L]
     if _kernel_fftconv is not None:
-        return _kernel_fftconv(u, k, D)
+        return _kernel_fftconv(u, k, D, backend=backend)
     n = 2 * L
     y = torch.fft.irfft(torch.fft.rfft(u.float(), n=n) * torch.fft.rfft(k.float(), n=n), n=n)[..., :L]  # (B H L)
     if D is not None:
@@ -92,10 +99,19 @@ class SSMLayer(nn.Module, abc.ABC):
 
     d_model: int
     D: nn.Parameter
+    MODES = ("conv", "recurrent")
 
     def __init__(self) -> None:
         super().__init__()
         self._step_cache: dict | None = None
+        self.mode, self.conv_backend = "conv", "auto"
+
+    def set_mode(self, mode: str, conv_backend: str = "auto") -> None:
+        """The view :meth:`forward` uses: ``conv`` (FFT convolution through ``conv_backend``) or ``recurrent``."""
+        if mode not in self.MODES or conv_backend not in ("auto", "triton", "torch"):
+            raise ValueError(f"mode must be one of {self.MODES} and conv_backend 'auto', 'triton' or 'torch'; "
+                             f"got {mode!r}, {conv_backend!r}")
+        self.mode, self.conv_backend = mode, conv_backend
 
     def register_ssm(self, name: str, tensor: torch.Tensor, trainable: bool = True, lr: float | None = None) -> None:
         """Register a state-matrix tensor: a parameter with its own ``lr`` and no weight decay, or a fixed buffer."""
@@ -113,10 +129,12 @@ class SSMLayer(nn.Module, abc.ABC):
         """The convolution kernel K (H, L), K_l = C Ā^l B̄, in float32."""
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
-        """Convolution view: u (B, H, L) → y (B, H, L)."""
+        """u (B, H, L) → y (B, H, L) in the view of ``mode`` (convolution unless set otherwise)."""
         if self.training:
             self._step_cache = None  # the parameters are changing: discrete step matrices go stale
-        return fftconv(u, self.kernel(u.shape[-1]), self.D)
+        if self.mode == "recurrent":
+            return self.recurrent(u)[0]
+        return fftconv(u, self.kernel(u.shape[-1]), self.D, self.conv_backend)
 
     # -- recurrent view ------------------------------------------------------------------------
     @abc.abstractmethod

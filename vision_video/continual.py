@@ -26,7 +26,8 @@ With ``importance=True`` each old task's squared differences are weighted by
 the diagonal (empirical, per-batch) Fisher information of its task loss with
 respect to its generated weights, normalised to mean 1: our reading of the
 regulariser proposed for the RNN hypernetwork of Chandra et al. 2023 (arXiv
-2209.07712), not a verified reproduction of its equation (docs/continual.md).
+2209.07712), not a verified reproduction of its equation: only the paper's
+abstract and the opening of its introduction were consulted (docs/continual.md).
 Off by default; it did not help on permuted digits.
 """
 

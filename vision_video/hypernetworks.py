@@ -12,29 +12,39 @@
   embeddings c_1..c_n shared across tasks; the chunks are concatenated and the
   tail cut to the target's size (hypnettorch's ``ChunkedHMLP``).
 - :class:`LSTMHypernetwork`: Chandra, Varshney, Srijith, Gupta, "Continual
-  learning with dependency preserving hypernetworks", WACV 2023, arXiv
-  2209.07712. An LSTM runs over the chunk sequence, input [e_t, c_i] at step i,
-  and a linear read-out maps its hidden state to chunk i. Chunks follow the
-  target network's parameters in order (layer by layer, weight then bias), so
-  the weights of later layers depend, through the recurrent state, on those
-  generated before them, while the generator is a single small LSTM cell (far
-  fewer parameters than the MLP hypernetwork, whose output layer alone has
-  hidden × target-size weights).
+  learning with dependency preserving hypernetworks", WACV 2023 (pp. 2338-2347),
+  arXiv 2209.07712. What the paper states in its abstract and introduction:
+  existing hypernetworks assume the weights of different layers independent in
+  order to stay parameter-efficient, which hurts continual learning; an RNN
+  hypernetwork generates the layer weights efficiently while allowing for
+  dependencies across them; and it adds "novel regularisation and network growth
+  techniques" for the RNN hypernetwork. Only the abstract and the opening of
+  the introduction were consulted; the method section (the equations, the
+  RNN's input at each step, the regulariser, the growth rule, the sizes used)
+  was not, so the three parts below are a design consistent with that summary,
+  not checked against the paper's equations (docs/continual.md):
 
-  The paper also proposes a regulariser and a network-growth technique for the
-  RNN hypernetwork. The versions here are an interpretation of its summary, not
-  a verified reproduction of its equations (docs/continual.md); the regulariser
-  is in :mod:`tsuite.vision_video.continual` (``importance=True``).
+  * generation: an LSTM runs over the chunk sequence, input [e_t, c_i] at step
+    i (c_i a learned chunk embedding, as in von Oswald's chunked hypernetwork),
+    and a linear read-out maps its hidden state to chunk i. Chunks follow the
+    target's parameters in order (layer by layer, weight then bias), so later
+    weights depend, through the recurrent state, on those generated before them
+    (tested), while the generator is one small LSTM cell (far fewer parameters
+    than the MLP hypernetwork, whose output layer alone has hidden × P weights);
+  * regulariser: von Oswald's output regulariser, optionally weighted per
+    generated weight by a diagonal Fisher information
+    (:mod:`tsuite.vision_video.continual`, ``importance=True``);
+  * network growth, below.
 
-  Network growth (the paper grows the RNN hypernetwork as tasks arrive): with
-  ``grow_units > 0`` the LSTM holds ``hidden_size + grow_units·(n_tasks−1)``
-  units and task t uses the first ``hidden_size + grow_units·t`` of them; the
-  units beyond a task's share get zero gate weights for that task, so their
-  states stay exactly zero: a later task's new units add capacity for it
-  without changing what the hypernetwork generates for earlier tasks.
-  Differences: the units are allocated up front and masked (so the model's
-  shapes do not depend on how many tasks were trained, and it rebuilds from its
-  hyperparameters), and growth is per task, not triggered by a criterion.
+  Network growth: with ``grow_units > 0`` the LSTM holds
+  ``hidden_size + grow_units·(n_tasks−1)`` units and task t uses the first
+  ``hidden_size + grow_units·t`` of them; the units beyond a task's share get
+  zero gate weights for that task, so their states stay exactly zero: a later
+  task's new units add capacity for it without changing what the hypernetwork
+  generates for earlier tasks. The units are allocated up front and masked (so
+  the model's shapes do not depend on how many tasks were trained, and it
+  rebuilds from its hyperparameters), and growth is per task, not triggered by
+  a criterion.
 
 Every hypernetwork returns flat weights (K, P) for K task ids; cut them with
 :func:`tsuite.vision_video.target_nets.unflatten`.
