@@ -188,3 +188,42 @@ def test_labels_reader_accepts_valid_tables_and_rejects_the_rest_with_input_erro
         return
     assert extra is None and set(labels) <= set(clips) and len(labels) == len(rows)
     assert all(v.strip() for v in labels.values())
+
+
+@pytest.fixture(scope="module")
+def mp4_bytes(tmp_path_factory) -> bytes:
+    """A real 8-frame 32×32 mp4, to cut and corrupt."""
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 255, size=(8, 32, 32, 3), dtype=np.uint8)
+    return write_clip(tmp_path_factory.mktemp("mp4"), "clip", frames, "mp4").read_bytes()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cut=st.floats(0.0, 1.0), flips=st.lists(st.tuples(st.floats(0.0, 1.0), st.integers(0, 255)), max_size=6),
+       noise=st.binary(max_size=64), name=st.sampled_from(["clip.mp4", "clïp é.mp4", "视频.mkv", "x.avi"]))
+def test_video_reader_decodes_or_raises_input_error_on_truncated_and_corrupt_files(
+        tmp_path_factory, mp4_bytes, cut, flips, noise, name):
+    data = bytearray(mp4_bytes[: int(cut * len(mp4_bytes))] if cut < 1.0 else mp4_bytes)
+    for where, value in flips:  # corrupt a few bytes of what is left
+        if data:
+            data[min(int(where * len(data)), len(data) - 1)] = value
+    path = tmp_path_factory.mktemp("fuzz") / name
+    path.write_bytes(bytes(data) + (noise if cut < 0.05 else b""))
+    try:
+        video = read_video(path, size=16)
+    except InputError as err:
+        assert str(path) in str(err)
+        return
+    # a correct parse: some frames of the right geometry and type
+    assert video.dtype == np.uint8 and video.ndim == 4 and video.shape[1:] == (16, 16, 3) and len(video) >= 1
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(contents=st.lists(st.one_of(st.binary(max_size=32), st.just(b"PNG")), min_size=1, max_size=3))
+def test_frame_folder_reader_rejects_unreadable_images_with_input_error(tmp_path_factory, contents):
+    folder = tmp_path_factory.mktemp("frames") / "clip"
+    folder.mkdir()
+    for i, content in enumerate(contents):
+        (folder / f"{i:03d}.png").write_bytes(content)
+    with pytest.raises(InputError, match="cannot be read as an image"):
+        read_video(folder)
