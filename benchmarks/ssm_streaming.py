@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -34,6 +33,7 @@ import yaml
 
 from tsuite.forecasting.sources import load_series
 from tsuite.forecasting.ssm_models import SSMForecaster
+from tsuite.tables import write_text_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = {"S4": "s4", "S4D": "s4d", "LSSL": "lssl"}
@@ -87,13 +87,6 @@ def stream_matches_window(model: SSMForecaster, y: np.ndarray) -> float:
     return float(np.abs(out - ref).max())
 
 
-def write_atomic(text: str, path: str) -> None:
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, target)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     lines += ["", "Stream forecast after one window of updates against the window forecast (max |difference|, "
               "scaled units): " + ", ".join(f"{k} {v:.1e}" for k, v in checks.items()) + "."]
     text = "\n".join(lines) + "\n"
-    write_atomic(text, args.output)
+    write_text_atomic(text, args.output)
     print(text)
     return 0 if max(checks.values()) < 1e-3 else 1
 

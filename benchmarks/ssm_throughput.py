@@ -26,16 +26,14 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from tsuite.forecasting.ssm_backbone import SSMBackbone, ssm_param_groups
+from tsuite.tables import write_text_atomic
 
 MODES = {  # name → (SSMLayer.set_mode arguments)
     "conv": ("conv", "auto"),
@@ -165,13 +163,6 @@ def table(rows: list[dict], errors: dict[str, float], args, device: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_atomic(text: str, path: str) -> None:
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, target)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(r)
             print(f"{name} {dtype}: batch {r['batch']}, {r['ms']:.1f} ms/step", flush=True)
     text = table(rows, errors, args, device)
-    write_atomic(text, args.output)
+    write_text_atomic(text, args.output)
     print(text)
     leaked = sorted(m for m in ("mlflow",) if sys.modules.get(m) is not None)
     if leaked:

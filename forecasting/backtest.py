@@ -32,7 +32,6 @@ import argparse
 import logging
 import math
 import os
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, replace
@@ -52,6 +51,7 @@ from tsuite.forecasting.series_data import make_windows
 from tsuite.forecasting.sources import load_series
 from tsuite.forecasting.ssm_models import SSMForecaster
 from tsuite.forecasting.validation import validate_series
+from tsuite.tables import write_text_atomic
 
 
 @dataclass
@@ -401,15 +401,6 @@ def kept_discussion(path: str | os.PathLike) -> str:
     return "" if at < 0 else text[at:]
 
 
-def write_atomic(text: str, path: str | os.PathLike) -> Path:
-    """Write ``text`` to a temporary file beside ``path``, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-    return path
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -446,10 +437,10 @@ def main(argv: list[str] | None = None) -> None:
     else:
         errors = run_backtest(series, models, args.cutoffs, args.refit, args.seed, peers=peers)
     if args.errors:
-        write_atomic(errors.to_csv(index=False), args.errors)
+        write_text_atomic(errors.to_csv(index=False), args.errors)
     text = markdown(errors, args.cutoffs, args.refit, series, peers_note, args.steps or 400, args.threads)
     text += kept_discussion(args.output)
-    write_atomic(text, args.output)
+    write_text_atomic(text, args.output)
     print(text)
     print(f"wrote {args.output}")
 
