@@ -38,9 +38,22 @@ __all__ = ["MossFormer2", "count_parameters", "from_release_state_dict"]
 
 
 def _group_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
-    """GroupNorm with one group on channels-last x (B, L, C): statistics over (L, C) per example, affine per channel."""
+    """GroupNorm with one group on channels-last x (B, L, C): statistics over (L, C) per example, affine per channel.
+
+    CPU: layer_norm over (L, C) (10x faster there than GroupNorm on the transposed view). CUDA: a var_mean
+    reduction, since layer_norm gives each row (here all L*C values of an example) to one thread block:
+    12 ms for the two calls at L = 10000, C = 512, against some 0.1 ms.
+    """
     x32 = x.to(torch.promote_types(x.dtype, torch.float32))
+    if x.is_cuda:
+        return _group_norm_reduce(x32, weight, bias, eps)
     return torch.addcmul(bias, F.layer_norm(x32, x32.shape[1:], eps=eps), weight)  # layer_norm over (L, C)
+
+
+def _group_norm_reduce(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
+    """The one-group GroupNorm of x (B, L, C) from a parallel var_mean over (L, C) (the CUDA path)."""
+    var, mean = torch.var_mean(x, dim=(1, 2), correction=0, keepdim=True)  # (B, 1, 1) each
+    return torch.addcmul(bias, (x - mean) * torch.rsqrt(var + eps), weight)
 
 
 def _layer_pair(

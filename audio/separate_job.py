@@ -2,6 +2,7 @@
 
     tsuite separate --model MODEL --input FILE_OR_DIR --output DIR [--overwrite]
         [--chunk-seconds S] [--overlap-seconds O] [--device cpu|cuda|auto] [--no-progress]
+        [--devices N --strategy ddp|ddp_spawn --accelerator cpu|gpu|auto]
 
 - MODEL: an MLflow model URI or folder, or a Lightning checkpoint (:func:`tsuite.tracking.load_model`).
 - Input: one file, or a folder searched recursively for .wav/.flac/.ogg files; outputs mirror
@@ -19,6 +20,13 @@
   outputs are refused (before anything is processed) unless ``--overwrite``; output paths are
   checked to stay inside DIR. Unreadable, empty, non-finite or silent input is an error naming
   the file (exit code 2).
+- ``--devices N`` (with ``--strategy ddp`` or ``ddp_spawn`` and ``--accelerator``) shards the files
+  across N ranks with Lightning's predict loop (its distributed sampler deals each file to one rank,
+  without repeats): each rank separates its files into the same output names, each file's outputs
+  written atomically as above, and after a barrier rank 0 prints the summary. The outputs equal the
+  single-process run's; files are independent, so there is nothing to merge. A file that fails does
+  not stop the other ranks: after the barrier every rank raises one error naming all failed files.
+  Without ``--devices`` one process separates the files in order (no Trainer).
 """
 
 from __future__ import annotations
@@ -30,9 +38,14 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+import warnings
+
+import lightning.pytorch as pl
 import numpy as np
 import soundfile as sf
 import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from tsuite.audio.mixture_data import AUDIO_SUFFIXES, SILENCE_PEAK, resample
@@ -230,9 +243,9 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def separate_paths(model, source: Path, output: Path, overwrite: bool = False, chunk_seconds: float | None = None,
-                   overlap_seconds: float | None = None, progress: bool = True) -> list[Path]:
-    """Separate every input file under ``source`` into ``output``; returns the written paths."""
+def plan_jobs(model, source: Path, output: Path, overwrite: bool, chunk_seconds: float | None,
+              overlap_seconds: float | None) -> tuple[list[tuple[Path, list[Path]]], float, float]:
+    """(input file, its output paths) for every input, and the chunking; refuses clashes and existing outputs."""
     chunk = chunk_seconds or float(model.hparams.chunk_seconds)
     overlap = float(model.hparams.overlap_seconds) if overlap_seconds is None else overlap_seconds
     ChunkedSeparator(model, int(model.sample_rate), chunk, overlap)  # check the chunking before any work
@@ -247,6 +260,13 @@ def separate_paths(model, source: Path, output: Path, overwrite: bool = False, c
             for t in targets:
                 if t.exists():
                     raise InputError(f"{t}: already exists; pass --overwrite to replace it")
+    return jobs, chunk, overlap
+
+
+def separate_paths(model, source: Path, output: Path, overwrite: bool = False, chunk_seconds: float | None = None,
+                   overlap_seconds: float | None = None, progress: bool = True) -> list[Path]:
+    """Separate every input file under ``source`` into ``output`` in this process; returns the written paths."""
+    jobs, chunk, overlap = plan_jobs(model, source, output, overwrite, chunk_seconds, overlap_seconds)
     total = sum(_seconds(src) for src, _ in jobs)
     written = []
     with tqdm(total=round(total, 2), unit="s", desc="separate", disable=not progress) as bar:
@@ -254,6 +274,94 @@ def separate_paths(model, source: Path, output: Path, overwrite: bool = False, c
             separate_file(model, src, targets, chunk, overlap, bar)
             written.extend(targets)
     return written
+
+
+# -- sharded across ranks with Lightning's predict loop ---------------------------------------------
+class FileJobs(Dataset):
+    """Map-style dataset of the input files: item ``i`` is ``(i, input file, its output paths)``."""
+
+    def __init__(self, jobs: list[tuple[Path, list[Path]]]):
+        self.jobs = jobs
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def __getitem__(self, i: int) -> tuple[int, Path, list[Path]]:
+        src, targets = self.jobs[i]
+        return i, src, targets
+
+
+class FileSeparator(pl.LightningModule):
+    """Predict step = :func:`separate_file` of one input: (index, file, targets) → (index, targets, error or None)."""
+
+    def __init__(self, model: pl.LightningModule, chunk_seconds: float, overlap_seconds: float):
+        super().__init__()
+        self.model, self.chunk, self.overlap = model, chunk_seconds, overlap_seconds
+
+    def predict_step(self, batch: tuple[int, Path, list[Path]], batch_idx: int) -> tuple[int, list[Path], str | None]:
+        index, src, targets = batch
+        try:
+            separate_file(self.model, src, targets, self.chunk, self.overlap)
+        except InputError as err:  # raised by every rank after the barrier, so that no rank waits for ever
+            return index, targets, str(err)
+        return index, targets, None
+
+
+class SeparationSummary(BasePredictionWriter):
+    """Each rank's files are already written by the predict step; this counts them and, after a barrier,
+    rank 0 prints the total (or every rank raises if any file failed)."""
+
+    def __init__(self, output: Path):
+        super().__init__(write_interval="batch")
+        self.output = output
+        self.written: list[Path] = []
+        self.errors: list[str] = []
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx,  # noqa: ANN001
+                           dataloader_idx) -> None:
+        _, targets, error = prediction
+        if error is None:
+            self.written.extend(targets)
+        else:
+            self.errors.append(error)
+
+    def on_predict_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        trainer.strategy.barrier("tsuite-separate-done")
+        counts = torch.tensor([len(self.written), len(self.errors)], dtype=torch.float64, device=pl_module.device)
+        written, failed = (int(v) for v in trainer.strategy.reduce(counts, reduce_op="sum").round().tolist())
+        if failed:
+            errors = self.errors
+            if trainer.world_size > 1:  # every rank raises the same message, naming every failed file
+                parts: list[list[str]] = [[] for _ in range(trainer.world_size)]
+                torch.distributed.all_gather_object(parts, self.errors)
+                errors = [e for part in parts for e in part]
+            raise InputError(f"{failed} input file(s) failed ({'; '.join(errors)}); {written} output file(s) "
+                             "were written")
+        if trainer.is_global_zero:
+            print(f"wrote {written} file(s) to {self.output}")
+
+
+def _as_is(item):  # noqa: ANN001, ANN202
+    return item
+
+
+def separate_sharded(model, source: Path, output: Path, overwrite: bool = False, chunk_seconds: float | None = None,
+                     overlap_seconds: float | None = None, accelerator: str = "auto", devices: int | str = "auto",
+                     strategy: str = "auto", progress: bool = True) -> list[Path]:
+    """Separate the input files on ``devices`` ranks (Lightning predict loop + :class:`SeparationSummary`).
+
+    Returns every written path on rank 0 (all outputs: a run that returns has written every file), [] elsewhere.
+    """
+    jobs, chunk, overlap = plan_jobs(model, source, output, overwrite, chunk_seconds, overlap_seconds)
+    summary = SeparationSummary(output)
+    trainer = pl.Trainer(accelerator=accelerator, devices=devices, strategy=strategy, logger=False,
+                         callbacks=[summary], enable_progress_bar=progress, enable_model_summary=False,
+                         use_distributed_sampler=True)
+    loader = DataLoader(FileJobs(jobs), batch_size=None, shuffle=False, collate_fn=_as_is)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Couldn't infer the batch indices")
+        trainer.predict(FileSeparator(model, chunk, overlap), loader, return_predictions=False)
+    return [t for _, targets in jobs for t in targets] if trainer.is_global_zero else []
 
 
 def main(argv: list[str]) -> None:
@@ -268,13 +376,25 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--overlap-seconds", type=float, default=None, help="overlap of chunks (default: the model's)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--devices", default=None,
+                        help="shard the files over this many devices/processes with Lightning's predict loop "
+                             "(default: one process, no Trainer)")
+    parser.add_argument("--accelerator", default="auto", help="with --devices: cpu, gpu, auto")
+    parser.add_argument("--strategy", default="auto", help="with --devices: ddp, ddp_spawn, auto")
     args = parser.parse_args(argv)
     device = pick_device(args.device)
     from tsuite.tracking import load_model
 
-    model = load_model(args.model).to(device).eval()
+    model = load_model(args.model)
     if not hasattr(model, "separate"):
         raise InputError(f"{args.model}: not a speech-separation model ({type(model).__name__})")
+    if args.devices is not None:  # the Trainer places the model on each rank's device
+        devices = int(args.devices) if str(args.devices).isdigit() else args.devices
+        separate_sharded(model.eval(), Path(args.input), Path(args.output), args.overwrite, args.chunk_seconds,
+                         args.overlap_seconds, args.accelerator, devices, args.strategy,
+                         progress=not args.no_progress)  # rank 0 prints the summary
+        return
+    model = model.to(device).eval()
     written = separate_paths(model, Path(args.input), Path(args.output), args.overwrite, args.chunk_seconds,
                              args.overlap_seconds, progress=not args.no_progress)
     print(f"wrote {len(written)} file(s) to {args.output}")

@@ -25,6 +25,7 @@ the input rate), separated in overlapping chunks (see :mod:`tsuite.audio.separat
 from __future__ import annotations
 
 import importlib
+import itertools
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -127,8 +128,8 @@ class SpeechSeparation(TsuiteModule):
         est, ref = self._estimate(batch)
         scores = separation_scores(est, ref, batch["mix"][..., : ref.shape[-1]], sdr=False)
         n = len(ref)
-        self.log("val_loss", -scores["si_snr"].mean(), prog_bar=True, batch_size=n)
-        self.log("val_si_snri", scores["si_snri"].mean(), batch_size=n)
+        self.log("val_loss", -scores["si_snr"].mean(), prog_bar=True, batch_size=n, sync_dist=True)
+        self.log("val_si_snri", scores["si_snri"].mean(), batch_size=n, sync_dist=True)  # mean over ranks
 
     def on_test_epoch_start(self) -> None:
         self._scores = []
@@ -138,7 +139,7 @@ class SpeechSeparation(TsuiteModule):
         scores = separation_scores(est, ref, batch["mix"][..., : ref.shape[-1]], sdr=self.hparams.test_sdr)
         n = len(ref)
         for name, value in scores.items():
-            self.log(f"test_{name}", value.mean(), batch_size=n)
+            self.log(f"test_{name}", value.mean(), batch_size=n, sync_dist=True)
         for i in range(n):
             row = {"mixture": batch["name"][i], "seconds": ref.shape[-1] / self.sample_rate}
             row.update({k: float(v[i]) for k, v in scores.items()})
@@ -148,6 +149,16 @@ class SpeechSeparation(TsuiteModule):
         from lightning.pytorch.loggers import MLFlowLogger
 
         logger = self.logger
+        if self.trainer.world_size > 1:  # DDP: every rank scored its share; the table holds all mixtures
+            import torch.distributed as dist
+
+            parts: list[list[dict]] = [[] for _ in range(self.trainer.world_size)]
+            dist.all_gather_object(parts, self._scores)
+            # the distributed sampler deals item i to rank i mod W and pads the last round with repeats of the first
+            rows = [row for group in itertools.zip_longest(*parts) for row in group if row is not None]
+            loader = self.trainer.test_dataloaders
+            loader = loader[0] if isinstance(loader, (list, tuple)) else loader
+            self._scores = rows[: len(loader.dataset)]
         if not (self._scores and isinstance(logger, MLFlowLogger) and self.trainer.is_global_zero):
             return
         table = self.scores_table()

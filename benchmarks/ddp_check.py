@@ -1,7 +1,9 @@
 """One device against two with DDP, for every model family, through the unchanged ``tsuite fit`` command.
 
 For each family (AR-Net on sunspots, S4D forecasting sunspots, S4D on
-sequential digits, Aaren on Hawkes events) this runs ``tsuite fit`` twice in a
+sequential digits, Aaren on Hawkes events, Conv-TasNet speech separation on
+espeak-ng mixtures, LRCN activity recognition on moving shapes, the LSTM
+hypernetwork on split digits) this runs ``tsuite fit`` twice in a
 subprocess: on one device with the config's batch size B, and with
 ``--trainer.strategy ddp --trainer.devices 2`` and ``--data.init_args.batch_size
 B/2``, so the global batch and the number of epochs are the same. Runs are
@@ -14,6 +16,11 @@ last epoch's logged training loss: start-up excluded) and the wall time.
     python benchmarks/ddp_check.py OUT/ddp.md                      # GPUs: 1 vs 2
     python benchmarks/ddp_check.py OUT/ddp.md --smoke              # CPU, gloo, tiny: checks the script works
     python benchmarks/ddp_check.py OUT/ddp.md --families arnet_sunspots
+
+A family's ``smoke_args`` are added to its command line under ``--smoke`` only
+(the continual family learns one task per epoch there, so that the two smoke
+epochs cross a task boundary: a fresh optimizer and the task's consolidation
+under DDP).
 
 If ``/tmp/site`` exists (packages carried to a machine without them), it is
 put on ``PYTHONPATH`` for the runs. Where MLflow is not installed (the GPU
@@ -44,6 +51,7 @@ class Family:
     config: str
     metric: str  # a synchronised validation metric to compare
     epochs: int
+    smoke_args: tuple[str, ...] = ()  # extra command-line arguments with --smoke only
 
 
 FAMILIES = [
@@ -51,6 +59,10 @@ FAMILIES = [
     Family("s4d_sunspots", "configs/forecasting/s4d_sunspots.yaml", "val_mae", 60),
     Family("s4d_digits", "configs/sequence/s4d_digits.yaml", "val_acc", 15),
     Family("aaren_hawkes", "configs/events/aaren_hawkes.yaml", "val_nll", 15),
+    Family("convtasnet_espeak", "configs/audio/convtasnet_espeak.yaml", "val_si_snri", 20),
+    Family("lrcn_activity", "configs/vision_video/lrcn_shapes_activity.yaml", "val_acc_clip", 25),
+    Family("hnet_lstm_split_digits", "configs/continual/hnet_lstm_split_digits.yaml", "val_acc", 100,
+           ("--model.init_args.epochs_per_task", "1")),
 ]
 
 
@@ -106,7 +118,7 @@ def fit(family: Family, devices: int, batch: int, epochs: int, out: Path, env: d
                 "--trainer.callbacks.init_args.path", str(out / f"{run_name}.epochs")]
     if smoke:
         cmd += ["--trainer.accelerator", "cpu", "--trainer.limit_train_batches", "4",
-                "--trainer.limit_val_batches", "2"]
+                "--trainer.limit_val_batches", "2", *family.smoke_args]
     start = time.perf_counter()
     log = out / f"{run_name}.log"
     with open(log, "wb") as f:

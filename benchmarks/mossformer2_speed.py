@@ -6,17 +6,21 @@ __init__ (which needs its training stack), and it needs einops, rotary_embedding
 Before timing, ours is loaded with the authors' weights (from_release_state_dict) and both outputs are
 compared, so the rows time the same function.
 
-GPU rows (CUDA events / triton.testing.do_bench medians after warm-up):
-  - separation of 4 s and 10 s of 8 kHz audio (B = 1): the release eager fp32 and under bf16 autocast;
-    ours eager, and replayed as one CUDA graph (MossFormer2.graphed) in fp32 and bf16;
-  - a training step at batch 4 x 4 s: forward, PIT SI-SNR loss, backward, Adam step, with
-    torch.cuda.max_memory_allocated; the release in fp32, ours in fp32 and bf16 with per-layer
-    activation checkpointing;
-  - one separation of a 10-minute file (B = 1), time and peak memory, where it fits.
+GPU sections (--sections, CUDA-event medians after warm-up):
+  - separate: 4 s and 10 s of 8 kHz audio (B = 1): the release eager fp32 and under bf16 autocast;
+    ours eager, and replayed as one CUDA graph (MossFormer2.graphed) in fp32 and bf16 (10 s also with
+    the K = 17 convolutions on cuDNN);
+  - train: a training step at batch 4 x 4 s: forward, PIT SI-SNR loss, backward, Adam step, with
+    torch.cuda.max_memory_allocated; the release in fp32 and bf16, ours in fp32 and bf16, with and
+    without per-layer activation checkpointing;
+  - long: one separation of a 10-minute file (B = 1), time and peak memory, where it fits;
+  - profile: the CUDA kernels of one eager bf16 separation of 10 s, by total time;
+  - compile: MossFormer2.compile_layers() under the bf16 CUDA graph (4 s, 10 s) and in the bf16
+    training step (with and without checkpointing), with compile times.
 CPU mode (--cpu): separation of 4 s at 8 kHz with torch.set_num_threads(--threads), best and median of
 --repeats runs, ours fp32 and bf16 autocast, the release fp32; the real-time factor is time / 4 s.
 
-    python -m benchmarks.mossformer2_speed --out results.json          # on the GPU machine
+    python -m benchmarks.mossformer2_speed --sections profile,separate,train,compile --out results.json  # GPU
     python -m benchmarks.mossformer2_speed --cpu --threads 2 --repeats 3
 """
 
@@ -139,13 +143,14 @@ def gpu_separation(release, ours, results: dict) -> None:
                 rows["ours CUDA graph bf16, cuDNN K=17 convs"] = gpu_ms(lambda: alt16(x))
                 alt32 = ours.graphed(1, x.shape[1])
                 rows["ours CUDA graph fp32, cuDNN K=17 convs"] = gpu_ms(lambda: alt32(x))
-                rows["rel_err cuDNN variant fp32"] = rel_err(alt32(x), out)
+                cudnn_err = rel_err(alt32(x), out)
             del alt16, alt32
         results[f"separate_{seconds}s"] = {
             "ms": rows,
             "speedup_vs_release_fp32": {k: rows["release fp32"] / v for k, v in rows.items()},
             "rel_err_ours_vs_release_fp32": rel_err(out, ref),
             "rel_err_graph_fp32_vs_eager": rel_err(g32, out),
+            **({"rel_err_cudnn_k17_graph_fp32_vs_eager": cudnn_err} if seconds == 10 else {}),
             "si_snr_db_bf16_eager_vs_fp32": float(si_snr(out_bf16.float(), out).mean()),
             "si_snr_db_bf16_graph_vs_fp32": float(si_snr(g16, out).mean()),
         }
@@ -295,7 +300,7 @@ def gpu_compiled(release, ours, results: dict) -> None:
     out = {}
     t0 = time.perf_counter()
     ours.eval().compile_layers()
-    for seconds in (10,):
+    for seconds in (4, 10):
         x = torch.randn(1, seconds * SR, device="cuda")
         with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
             t = time.perf_counter()

@@ -172,6 +172,10 @@ class ContinualLearner(TsuiteModule):
     def training_step(self, batch, batch_idx):
         x, y = batch
         loss = self.training_loss(x, y, self.current_task)
+        if self._trainer is not None and self.trainer.world_size > 1:
+            # DDP waits for a gradient of every trainable parameter; the embeddings of tasks not yet learnt
+            # have none, so they join the loss at weight 0 (their gradient is 0; they are in no optimizer)
+            loss = loss + 0.0 * sum(p.sum() for p in self.parameters() if p.requires_grad)
         self.log("train_loss", loss, prog_bar=True)
         return loss
 

@@ -129,7 +129,7 @@ class LRCN(TsuiteModule):
                                target[:, None].expand(-1, logits.shape[1]).reshape(-1))
         probs = logits.softmax(-1).mean(1)  # (B, K)
         self.metrics[split].update(probs, target)
-        self.log(f"{split}_loss", loss, batch_size=len(target), add_dataloader_idx=False)
+        self.log(f"{split}_loss", loss, batch_size=len(target), add_dataloader_idx=False, sync_dist=True)
         store = self._eval.setdefault(split, {"probs": [], "video": [], "label": []})
         store["probs"].append(probs.detach().cpu())
         store["video"].append(batch["video"].cpu())
@@ -138,6 +138,9 @@ class LRCN(TsuiteModule):
     def _eval_end(self) -> None:
         for split, store in self._eval.items():
             probs, video, label = (torch.cat(store[k]) for k in ("probs", "video", "label"))
+            if self.trainer.world_size > 1:  # DDP: a video's clips are spread over the ranks; vote over all of them
+                probs, video, label = (self.all_gather(t.to(self.device)).flatten(0, 1).cpu()
+                                       for t in (probs, video, label))
             n = int(video.max()) + 1
             summed = torch.zeros(n, probs.shape[1]).index_add_(0, video, probs)  # (V, K)
             video_label = torch.zeros(n, dtype=torch.long).index_put_((video,), label)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from tsuite.audio import ConvTasNet, MossFormer2
 from tsuite.audio.fsmn import DilatedDenseMemory, depthwise_conv_time
-from tsuite.audio.mossformer2 import count_parameters, from_release_state_dict
+from tsuite.audio.mossformer2 import _group_norm, _group_norm_reduce, count_parameters, from_release_state_dict
 from tsuite.audio.mossformer_block import grouped_attention
 
 TINY = dict(num_layers=1, enc_channels=32, model_dim=32, fsmn_channels=16, query_key_dim=16, group_size=16,
@@ -168,6 +168,17 @@ def test_bf16_autocast_on_cpu_stays_close_to_fp32():
     assert out.shape == ref.shape and si_snr(out.float(), ref).min() > 20.0  # dB of agreement
 
 
+@pytest.mark.parametrize("norm", [_group_norm, _group_norm_reduce])  # CPU form and the CUDA form
+def test_channels_last_group_norm_matches_nn_group_norm(norm):
+    torch.manual_seed(0)
+    gn = torch.nn.GroupNorm(1, 24, eps=1e-8)
+    torch.nn.init.normal_(gn.weight)
+    torch.nn.init.normal_(gn.bias)
+    x = torch.randn(3, 50, 24) * 3 + 1  # (B, L, C)
+    ref = gn(x.transpose(1, 2)).transpose(1, 2)
+    assert rel_err(norm(x, gn.weight, gn.bias, gn.eps), ref) < 1e-6
+
+
 def test_checkpointing_gives_the_same_gradients():
     torch.manual_seed(0)
     model = MossFormer2(**{**TINY, "num_layers": 2}, dropout=0.1).train()
@@ -180,6 +191,23 @@ def test_checkpointing_gives_the_same_gradients():
         model(x).square().mean().backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
     assert rel_err(grads[1], grads[0]) < 1e-6
+
+
+def test_compiled_layers_give_the_same_outputs_and_gradients():
+    # aot_eager: dynamo's graph capture and AOTAutograd's forward/backward split, without C++ compilation
+    torch.manual_seed(0)
+    model = MossFormer2(**{**TINY, "num_layers": 2}, dropout=0.0).eval()
+    x = torch.randn(2, 1500)
+    grads, outs = [], []
+    for compiled in (False, True):
+        if compiled:
+            model.compile_layers(backend="aot_eager")
+        model.zero_grad(set_to_none=True)
+        out = model(x)
+        out.square().mean().backward()
+        outs.append(out.detach())
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    assert rel_err(outs[1], outs[0]) < 1e-6 and rel_err(grads[1], grads[0]) < 1e-5
 
 
 def _two_source_mixture(T: int = 4000) -> tuple[torch.Tensor, torch.Tensor]:
