@@ -73,6 +73,18 @@ def separation_scores(estimate: torch.Tensor, reference: torch.Tensor, mixture: 
     out = {"si_snr": si_snr(matched, reference).mean(-1)}
     out["si_snri"] = out["si_snr"] - si_snr(mix, reference).mean(-1)
     if sdr:
-        out["sdr"] = signal_distortion_ratio(matched, reference).mean(-1)
-        out["sdri"] = out["sdr"] - signal_distortion_ratio(mix, reference).mean(-1)
+        out["sdr"] = _sdr(matched, reference).mean(-1)
+        out["sdri"] = out["sdr"] - _sdr(mix, reference).mean(-1)
     return out
+
+
+def _sdr(estimate: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """torchmetrics' SDR of (..., T) signals, one signal at a time.
+
+    Its batched Toeplitz solve goes through LAPACK's batched LU, which oneMKL gets wrong on some CPUs
+    once ``torch.set_num_threads`` has been called (``DLASWP`` parameter error, then "Pivots given to
+    lu_solve must all be greater or equal to 1"); unbatched solves are not affected.
+    """
+    flat_est, flat_ref = estimate.reshape(-1, estimate.shape[-1]), reference.reshape(-1, reference.shape[-1])
+    values = [signal_distortion_ratio(e, r) for e, r in zip(flat_est, flat_ref)]
+    return torch.stack(values).reshape(estimate.shape[:-1])

@@ -160,7 +160,8 @@ def _numbers(col: pd.Series, field: str, at) -> np.ndarray:
     if bad.any():
         r = int(np.flatnonzero(bad)[0])
         raw = col.iloc[r]
-        what = "is missing" if pd.isna(raw) else f"value {_plain(raw)!r} is not a number"
+        missing = raw is None or (np.ndim(raw) == 0 and pd.isna(raw))
+        what = "is missing" if missing else f"value {_plain(raw)!r} is not a number"
         raise InputError(f"{at(r)}: {field} {what}; expected a number")
     out = values.to_numpy(np.float64)
     if not np.isfinite(out).all():

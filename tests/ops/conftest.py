@@ -30,7 +30,13 @@ def free_port() -> int:
 
 @contextmanager
 def background(cmd: list[str], log: Path, env: dict[str, str] | None = None):
-    """Run ``cmd`` in its own process group; always end that group (SIGTERM, then SIGKILL) on exit."""
+    """Run ``cmd`` in its own process group; always end that group (SIGTERM, then SIGKILL) on exit.
+
+    The interpreter's ``bin`` folder goes first on ``PATH``: ``mlflow models serve`` starts ``uvicorn``
+    by name, which a virtual environment that is not activated (as in CI) would not find.
+    """
+    env = dict(os.environ if env is None else env)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         try:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tsuite.forecasting.event_data import load_events, validate_events
@@ -177,6 +177,7 @@ def jsonl_lines(draw) -> list[str]:
 
 @SETTINGS
 @given(lines=jsonl_lines(), cut=st.none() | st.floats(0, 0.99))
+@example(lines=['{"time": [[]], "seq_id": 0, "x": [], "mark": [0]}'], cut=None)  # a nested list as a time
 def test_event_jsonl_reader_gives_an_input_error_or_valid_sequences(lines, cut):
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "évents.jsonl"
