@@ -84,7 +84,7 @@ def config_batch_size(config: Path) -> int:
     return int(yaml.safe_load(config.read_text())["data"]["init_args"]["batch_size"])
 
 
-def train_samples(config: Path) -> int:
+def train_samples(config: Path, extra: list[str] = ()) -> int:
     """Training samples per epoch of a config's data module (built as `tsuite fit` builds it)."""
     from lightning.pytorch import LightningDataModule, LightningModule
 
@@ -92,19 +92,19 @@ def train_samples(config: Path) -> int:
 
     cli = TsuiteCLI(LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
                     save_config_callback=None, run=False,
-                    args=["--config", str(config), "--trainer.logger", "false"])
+                    args=["--config", str(config), "--trainer.logger", "false", *extra])
     cli.datamodule.setup("fit")
     return len(cli.datamodule.train_dataloader().dataset)
 
 
 def fit(family: Family, devices: int, batch: int, epochs: int, out: Path, env: dict[str, str],
-        smoke: bool, logger: str = "mlflow") -> tuple[str, float]:
+        smoke: bool, logger: str = "mlflow", extra: list[str] = ()) -> tuple[str, float]:
     """Run `tsuite fit`; return (run name, wall seconds)."""
     run_name = f"{family.name}_{devices}dev"
     cmd = [sys.executable, "-m", "tsuite.cli", "fit", "--config", str(REPO / family.config),
            "--trainer.max_epochs", str(epochs), "--trainer.devices", str(devices),
            "--trainer.strategy", "ddp" if devices > 1 else "auto",
-           "--data.init_args.batch_size", str(batch // devices),
+           "--data.init_args.batch_size", str(batch // devices), *extra,
            "--trainer.default_root_dir", str(out / "runs" / run_name),
            "--trainer.enable_progress_bar", "false", "--log_model", "false", "--test_after_fit", "false"]
     if logger == "mlflow":
@@ -160,6 +160,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="override every family's number of epochs")
     parser.add_argument("--smoke", action="store_true",
                         help="CPU, DDP over gloo, 2 epochs of 4 batches: checks that everything runs")
+    parser.add_argument("--extra", action="append", default=[],
+                        help="an extra `tsuite fit` argument for every run, e.g. --extra=--data.init_args.source=DIR")
     parser.add_argument("--logger", choices=["mlflow", "csv"], default=None,
                         help="where the runs log (default: mlflow if installed, else csv)")
     args = parser.parse_args()
@@ -184,12 +186,13 @@ def main() -> None:
         config = REPO / family.config
         batch = config_batch_size(config)
         epochs = 2 if args.smoke else (args.epochs or family.epochs)
-        samples = train_samples(config)
+        samples = train_samples(config, args.extra)
         if args.smoke:
             samples = min(samples, 4 * batch)
         base = None
         for devices in (1, 2):
-            run_name, wall = fit(family, devices, batch, epochs, out, env, args.smoke, args.logger)
+            run_name, wall = fit(family, devices, batch, epochs, out, env, args.smoke, args.logger,
+                                 args.extra)
             numbers = run_numbers if args.logger == "mlflow" else (lambda _uri, *a: csv_numbers(out, *a))
             value, span = numbers(uri, run_name, family.metric)
             rate = samples * (epochs - 1) / span if span > 0 else float("nan")
