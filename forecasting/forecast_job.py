@@ -19,6 +19,8 @@ single-process run's.
 
 from __future__ import annotations
 
+import abc
+
 import argparse
 import shutil
 import sys
@@ -44,7 +46,7 @@ CSV_ROWS_PER_PIECE = 500_000  # rows of a CSV read at a time (and one row group 
 
 
 # -- the input, chunk by chunk ----------------------------------------------------------------------
-class SeriesChunks(Dataset):
+class SeriesChunks(Dataset, abc.ABC):
     """Map-style dataset of series chunks: item ``i`` is ``(i, table of series i·size .. (i+1)·size − 1)``.
 
     Series are numbered in order of first appearance in the input; a chunk's
@@ -63,8 +65,9 @@ class SeriesChunks(Dataset):
         lo, hi = i * self.chunk_size, min((i + 1) * self.chunk_size, self.n_series)
         return i, self.rows(lo, hi)
 
+    @abc.abstractmethod
     def rows(self, lo: int, hi: int) -> pd.DataFrame:
-        raise NotImplementedError
+        """Implemented by each subclass."""
 
     @staticmethod
     def from_frame(df: pd.DataFrame, chunk_size: int) -> "FrameChunks":

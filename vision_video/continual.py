@@ -33,6 +33,8 @@ Off by default; it did not help on permuted digits.
 
 from __future__ import annotations
 
+import abc
+
 import math
 from typing import Any, Literal
 
@@ -94,14 +96,17 @@ class ContinualLearner(TsuiteModule):
         self.val_acc, self.test_acc = MeanMetric(), MeanMetric()
 
     # -- to implement --------------------------------------------------------------------------------
+    @abc.abstractmethod
     def logits(self, x: torch.Tensor, task: int) -> torch.Tensor:
-        raise NotImplementedError
+        """Implemented by each subclass."""
 
+    @abc.abstractmethod
     def training_loss(self, x: torch.Tensor, y: torch.Tensor, task: int) -> torch.Tensor:
-        raise NotImplementedError
+        """Implemented by each subclass."""
 
+    @abc.abstractmethod
     def task_parameters(self, task: int) -> list[torch.nn.Parameter]:
-        raise NotImplementedError
+        """Implemented by each subclass."""
 
     def begin_task(self, task: int) -> None:
         """Called before the first step of ``task``."""

@@ -52,6 +52,8 @@ Every hypernetwork returns flat weights (K, P) for K task ids; cut them with
 
 from __future__ import annotations
 
+import abc
+
 import math
 
 import torch
@@ -68,7 +70,7 @@ def _mlp(sizes: list[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class Hypernetwork(nn.Module):
+class Hypernetwork(nn.Module, abc.ABC):
     """Base: ``n_tasks`` task embeddings (N(0, 1), as in the paper) and ``forward(task_ids) -> (K, P)``."""
 
     def __init__(self, target_shapes: list[list[int]], n_tasks: int, emb_dim: int):
@@ -96,8 +98,9 @@ class Hypernetwork(nn.Module):
         ids = torch.as_tensor(task_ids).reshape(-1)
         return self.generate(self.embeddings(ids), ids)
 
+    @abc.abstractmethod
     def generate(self, emb: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """Implemented by each subclass."""
 
 
 class MLPHypernetwork(Hypernetwork):

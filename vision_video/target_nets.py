@@ -15,6 +15,8 @@ list, and :func:`unflatten` cuts a flat weight vector into it.
 
 from __future__ import annotations
 
+import abc
+
 import math
 
 import torch
@@ -22,7 +24,7 @@ from torch import nn
 from torch.func import functional_call
 
 
-class TargetNet(nn.Module):
+class TargetNet(nn.Module, abc.ABC):
     """Common interface: ``forward(x, weights=None)`` and the ordered parameter names and shapes."""
 
     def param_names(self) -> list[str]:
@@ -44,8 +46,9 @@ class TargetNet(nn.Module):
             raise ValueError(f"expected {len(names)} weight tensors ({', '.join(names)}), got {len(weights)}")
         return functional_call(self, dict(zip(names, weights)), (x,), kwargs={"weights": None})
 
+    @abc.abstractmethod
     def body(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """Implemented by each subclass."""
 
 
 class TargetMLP(TargetNet):
