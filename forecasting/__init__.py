@@ -11,7 +11,7 @@ from tsuite.forecasting.lssl import LSSLLayer
 from tsuite.forecasting.metrics import MeanAbsoluteScaledError, stpe
 from tsuite.forecasting.s4 import S4Layer
 from tsuite.forecasting.s4d import S4DLayer
-from tsuite.forecasting.sequence_data import AddingProblem, SequentialDigits, UCRSequences
+from tsuite.forecasting.sequence_data import AddingProblem, CopyingMemory, DelayTask, SequentialDigits, UCRSequences
 from tsuite.forecasting.series_data import SeriesDataModule
 from tsuite.forecasting.sources import ARProcess, load_series, statsmodels_series
 from tsuite.forecasting.ssm_backbone import SSMBackbone
@@ -19,12 +19,14 @@ from tsuite.forecasting.ssm_models import ForecastStream, SSMForecaster, SSMSequ
 from tsuite.forecasting.validation import validate_series
 
 __all__ = [
+    "ARNet",
+    "ARProcess",
     "AarenAttention",
     "AarenEncoder",
     "AarenForecaster",
-    "ARNet",
-    "ARProcess",
     "AddingProblem",
+    "CopyingMemory",
+    "DelayTask",
     "EventDataModule",
     "EventForecaster",
     "ForecastStream",
@@ -38,12 +40,12 @@ __all__ = [
     "SSMSequenceModel",
     "SequentialDigits",
     "SeriesDataModule",
+    "TransformerEncoder",
     "UCRSequences",
     "WindowForecaster",
     "load_series",
     "statsmodels_series",
     "stpe",
-    "TransformerEncoder",
     "validate_events",
     "validate_series",
 ]

@@ -17,6 +17,10 @@ per channel), which is what the logged MLflow model takes.
   sequence of (value ~ U(0, 1), marker) pairs with two markers, one in each
   half; the target is the sum of the two marked values. Predicting the
   mean scores an MSE of 1/6 ≈ 0.167.
+- :class:`CopyingMemory`: the copying memory task (K symbols, a long blank
+  gap, a delimiter, then the K symbols to recall); per-step targets.
+- :class:`DelayTask`: a random symbol stream; at step t output the symbol
+  read at t − delay; per-step targets.
 """
 
 from __future__ import annotations
@@ -243,6 +247,109 @@ class AddingProblem(SequenceDataModule):
         for i, split in enumerate(SPLITS):
             rng = np.random.default_rng([self.seed, i])
             self.arrays[split] = self.generate(self.sizes[split], self.length, rng)
+
+
+IGNORE_INDEX = -100  # per-step targets: no output asked at this step (torch's cross-entropy default)
+
+
+class _SymbolTask(SequenceDataModule):
+    """Per-step symbol tasks: one-hot inputs (N, L, C), targets (N, L) int64 with ``IGNORE_INDEX`` where none."""
+
+    per_step = True
+
+    def input_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """One-hot inputs are fed as they are (standardising a rare symbol's channel would blow it up)."""
+        C = len(self.input_columns)
+        return np.zeros(C), np.ones(C)
+
+    def _load(self) -> None:
+        for i, split in enumerate(SPLITS):
+            self.arrays[split] = self.generate_split(self.sizes[split], np.random.default_rng([self.seed, i]))
+
+    @abc.abstractmethod
+    def generate_split(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """n sequences (n, L, C) float32 and their targets (n, L) int64."""
+
+
+class CopyingMemory(_SymbolTask):
+    """The copying memory task (Arjovsky et al. 2016, arXiv:1511.06464; used as a benchmark in S4, arXiv:2111.00396).
+
+    Layout of one sequence of total length ``L = 2 K + length + 1`` (K = ``n_symbols``):
+
+    - steps ``0 … K−1``: K symbols drawn uniformly (with replacement) from an alphabet of A = ``alphabet``;
+    - steps ``K … K+length−1``: blanks (the gap to bridge);
+    - step ``K+length``: the delimiter (the cue to start recalling);
+    - steps ``K+length+1 … L−1``: K blanks, during which the model must output the K symbols in order.
+
+    Inputs are one-hot over C = A + 2 channels (``blank``, ``delimiter``, ``s0`` … ``s{A−1}``). Targets (N, L)
+    are the symbol indices 0 … A−1 at the last K steps and ``IGNORE_INDEX`` (−100) everywhere else, so a per-step
+    model (``SSMSequenceModel(pool="none")``) is scored on the copied positions only; chance accuracy there is 1/A.
+    Arjovsky et al. use A = 8, K = 10 and also ask for blanks elsewhere; here nothing is asked elsewhere (the
+    S4-style masked variant). The default ``length`` 1003 gives L = 1024. Splits are generated independently
+    from ``seed``.
+    """
+
+    def __init__(self, length: int = 1003, alphabet: int = 8, n_symbols: int = 10, n_train: int = 10000,
+                 n_val: int = 1000, n_test: int = 1000, seed: int = 0, batch_size: int = 64, num_workers: int = 0):
+        super().__init__(batch_size, num_workers)
+        if length < 0 or alphabet < 2 or n_symbols < 1:
+            raise InputError(f"copying task: need length ≥ 0, alphabet ≥ 2 and n_symbols ≥ 1; got length={length}, "
+                             f"alphabet={alphabet}, n_symbols={n_symbols}")
+        self.save_hyperparameters()
+        self.length, self.alphabet, self.n_symbols, self.seed = length, alphabet, n_symbols, seed
+        self.sizes = {"train": n_train, "val": n_val, "test": n_test}
+        self.input_columns = ["blank", "delimiter", *[f"s{i}" for i in range(alphabet)]]
+        self.class_names = [f"s{i}" for i in range(alphabet)]
+
+    @property
+    def total_length(self) -> int:
+        return 2 * self.n_symbols + self.length + 1
+
+    def generate_split(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        return self.generate(n, self.length, self.alphabet, self.n_symbols, rng)
+
+    @staticmethod
+    def generate(n: int, length: int, alphabet: int, n_symbols: int,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """n sequences (n, L, A+2) one-hot and targets (n, L) (see the class docstring for the layout)."""
+        K = n_symbols
+        L = 2 * K + length + 1
+        symbols = rng.integers(0, alphabet, (n, K))  # (n K)
+        code = np.zeros((n, L), dtype=np.int64)  # channel index per step: 0 blank, 1 delimiter, 2 + symbol
+        code[:, :K] = 2 + symbols
+        code[:, K + length] = 1
+        x = np.eye(alphabet + 2, dtype=np.float32)[code]  # (n L A+2)
+        y = np.full((n, L), IGNORE_INDEX, dtype=np.int64)
+        y[:, L - K :] = symbols
+        return x, y
+
+
+class DelayTask(_SymbolTask):
+    """Delay line: a stream of symbols drawn uniformly from A = ``alphabet``; at step t output the input at t − d.
+
+    Inputs are one-hot (N, L, A) (columns ``s0`` … ``s{A−1}``); targets (N, L) are the symbol read ``delay``
+    steps earlier, ``IGNORE_INDEX`` at the first ``delay`` steps. Chance accuracy is 1/A. A long-range
+    memory probe in the spirit of the S4 paper's synthetic tasks (arXiv:2111.00396).
+    """
+
+    def __init__(self, length: int = 1024, delay: int = 1000, alphabet: int = 4, n_train: int = 10000,
+                 n_val: int = 1000, n_test: int = 1000, seed: int = 0, batch_size: int = 64, num_workers: int = 0):
+        super().__init__(batch_size, num_workers)
+        if not 0 <= delay < length or alphabet < 2:
+            raise InputError(f"delay task: need 0 ≤ delay < length and alphabet ≥ 2; got delay={delay}, "
+                             f"length={length}, alphabet={alphabet}")
+        self.save_hyperparameters()
+        self.length, self.delay, self.alphabet, self.seed = length, delay, alphabet, seed
+        self.sizes = {"train": n_train, "val": n_val, "test": n_test}
+        self.input_columns = [f"s{i}" for i in range(alphabet)]
+        self.class_names = list(self.input_columns)
+
+    def generate_split(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        symbols = rng.integers(0, self.alphabet, (n, self.length))  # (n L)
+        x = np.eye(self.alphabet, dtype=np.float32)[symbols]  # (n L A)
+        y = np.full((n, self.length), IGNORE_INDEX, dtype=np.int64)
+        y[:, self.delay :] = symbols[:, : self.length - self.delay]
+        return x, y
 
 
 def read_ts(path: Path) -> tuple[np.ndarray, np.ndarray, str]:

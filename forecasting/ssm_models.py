@@ -8,7 +8,9 @@
   does not depend on how many observations it has seen.
 - :class:`SSMSequenceModel` classifies (or regresses) whole sequences
   (sequential digits, UCR archives, the adding problem); its table interface
-  takes long-format sequences and returns class probabilities.
+  takes long-format sequences and returns class probabilities. With
+  ``pool="none"`` it labels every step instead (per-step tasks such as the
+  copying memory task), scored only where a target is given.
 
 The backbone, its layers (S4, S4D, LSSL) and the optimiser groups are in
 :mod:`tsuite.forecasting.ssm_backbone`.
@@ -26,7 +28,7 @@ from torch import nn
 from torchmetrics import Accuracy, MeanSquaredError
 
 from tsuite.forecasting.base import WindowForecaster
-from tsuite.forecasting.sequence_data import frame_to_sequences
+from tsuite.forecasting.sequence_data import IGNORE_INDEX, frame_to_sequences
 from tsuite.forecasting.ssm_backbone import LAYER_NAMES, LayerKind, SSMBackbone, configure_ssm_optimizer
 from tsuite.module import TsuiteModule
 from tsuite.tables import InputError
@@ -191,7 +193,10 @@ class SSMSequenceModel(TsuiteModule):
     """S4 / S4D / LSSL model of whole sequences: class probabilities (classification) or values (regression).
 
     The backbone's features are pooled over time (mean, or the last step for
-    a causal read-out) and decoded to ``d_output`` logits or targets. Inputs
+    a causal read-out) and decoded to ``d_output`` logits or targets. With
+    ``pool="none"`` (classification only, causal backbone only) every step is
+    decoded to logits; targets (B, L) hold ``IGNORE_INDEX`` (−100) at steps
+    with no output asked, which the cross-entropy and the accuracy skip. Inputs
     are standardised per channel with the training data's statistics, kept
     in buffers so that the saved model takes raw values.
 
@@ -199,7 +204,7 @@ class SSMSequenceModel(TsuiteModule):
         d_input: channels per time step (the data module's ``d_input``).
         d_output: number of classes, or of regression targets.
         task: ``classification`` (cross-entropy) or ``regression`` (MSE).
-        pool: ``mean`` or ``last``.
+        pool: ``mean``, ``last`` or ``none`` (per-step logits).
         class_names, input_columns: names of the classes and of the input table's value columns
             (filled in from the data module when not given).
         Others: as :class:`SSMForecaster`.
@@ -222,7 +227,7 @@ class SSMSequenceModel(TsuiteModule):
         dt_min: float = 0.001,
         dt_max: float = 0.1,
         layer_args: dict[str, Any] | None = None,
-        pool: Literal["mean", "last"] = "mean",
+        pool: Literal["mean", "last", "none"] = "mean",
         lr: float = 0.01,
         lr_ssm: float = 0.001,
         weight_decay: float = 0.01,
@@ -231,15 +236,20 @@ class SSMSequenceModel(TsuiteModule):
         input_columns: list[str] | None = None,
     ):
         super().__init__()
-        if task not in ("classification", "regression") or pool not in ("mean", "last"):
-            raise ValueError(f"task must be classification or regression and pool mean or last; got {task!r}, {pool!r}")
+        if task not in ("classification", "regression") or pool not in ("mean", "last", "none"):
+            raise ValueError(f"task must be classification or regression and pool mean, last or none; "
+                             f"got {task!r}, {pool!r}")
+        if pool == "none" and (task != "classification" or bidirectional):
+            raise ValueError("pool='none' (per-step outputs) needs task='classification' and a causal backbone "
+                             "(bidirectional=False)")
         self.save_hyperparameters()
         self.backbone = _backbone(d_input, dict(self.hparams), l_max=None)
         self.decoder = nn.Linear(d_model, d_output)
         self.register_buffer("input_loc", torch.zeros(d_input))
         self.register_buffer("input_scale", torch.ones(d_input))
         if task == "classification":
-            self.metrics = nn.ModuleDict({s: Accuracy("multiclass", num_classes=d_output) for s in ("val", "test")})
+            self.metrics = nn.ModuleDict({s: Accuracy("multiclass", num_classes=d_output, ignore_index=IGNORE_INDEX)
+                                          for s in ("val", "test")})
         else:
             self.metrics = nn.ModuleDict({s: MeanSquaredError() for s in ("val", "test")})
 
@@ -260,13 +270,23 @@ class SSMSequenceModel(TsuiteModule):
                     self.hparams[name] = list(getattr(data, name))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x (B, L, d_input) raw values → (B, d_output) logits or predictions."""
+        """x (B, L, d_input) raw values → (B, d_output) logits or predictions; (B, L, d_output) when pool='none'."""
         feats = self.backbone((x - self.input_loc) / self.input_scale)  # (B L H)
+        if self.hparams.pool == "none":
+            return self.decoder(feats)  # (B L d_output)
         pooled = feats.mean(dim=1) if self.hparams.pool == "mean" else feats[:, -1]
         return self.decoder(pooled)
 
+    @staticmethod
+    def _flat(out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-step logits (B, L, C) and targets (B, L) → (B·L, C) and (B·L); pooled ones unchanged."""
+        return (out.reshape(-1, out.shape[-1]), y.reshape(-1)) if out.dim() == 3 else (out, y)
+
     def _loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.hparams.task == "classification":
+            out, y = self._flat(out, y)
+            if self.hparams.pool == "none":
+                return F.cross_entropy(out, y, ignore_index=IGNORE_INDEX)
             return F.cross_entropy(out, y)
         return F.mse_loss(out, y.view_as(out))
 
@@ -276,7 +296,8 @@ class SSMSequenceModel(TsuiteModule):
         loss = self._loss(out, y)
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True)
         if self.hparams.task == "classification":
-            self.log("train_acc", (out.argmax(-1) == y).float().mean(), on_step=False, on_epoch=True)
+            asked = y != IGNORE_INDEX
+            self.log("train_acc", (out.argmax(-1) == y)[asked].float().mean(), on_step=False, on_epoch=True)
         return loss
 
     def _evaluate(self, batch, split: str) -> None:
@@ -285,7 +306,7 @@ class SSMSequenceModel(TsuiteModule):
         self.log(f"{split}_loss", self._loss(out, y), on_epoch=True, prog_bar=split == "val")
         metric = self.metrics[split]
         if self.hparams.task == "classification":
-            metric.update(out, y)
+            metric.update(*self._flat(out, y))
             self.log(f"{split}_acc", metric, on_epoch=True, prog_bar=split == "val")
         else:
             metric.update(out, y.view_as(out))
@@ -311,14 +332,17 @@ class SSMSequenceModel(TsuiteModule):
 
         Classification: columns ``unique_id``, ``label`` (the most probable class)
         and ``prob_<class>`` per class. Regression: ``unique_id`` and
-        ``prediction`` (``prediction_<i>`` for several targets).
+        ``prediction`` (``prediction_<i>`` for several targets). With
+        ``pool="none"``: one row per step, ``unique_id``, ``ds``, ``label`` and
+        the ``prob_<class>`` columns of that step (causal: from the steps up to it).
         """
         self.eval()
         columns = self.hparams.input_columns or (["y"] if self.hparams.d_input == 1 else None)
         if columns is None or len(columns) != self.hparams.d_input:
             raise InputError(f"the model has no input column names for its {self.hparams.d_input} channels")
         ids, seqs = frame_to_sequences(df, columns, "input table")
-        outs = np.zeros((len(seqs), self.hparams.d_output))
+        per_step = self.hparams.pool == "none"
+        outs: list = [None] * len(seqs) if per_step else np.zeros((len(seqs), self.hparams.d_output))
         for length in sorted({len(s) for s in seqs}):  # one batch shape per length
             rows = [i for i, s in enumerate(seqs) if len(s) == length]
             for lo in range(0, len(rows), batch_size):
@@ -326,8 +350,20 @@ class SSMSequenceModel(TsuiteModule):
                 x = torch.as_tensor(np.stack([seqs[i] for i in chunk]), dtype=torch.float32, device=self.device)
                 out = self(x)
                 out = out.softmax(-1) if self.hparams.task == "classification" else out
-                outs[chunk] = out.double().cpu().numpy()
-        result = pd.DataFrame({"unique_id": ids})
+                out = out.double().cpu().numpy()
+                if per_step:
+                    for j, i in enumerate(chunk):
+                        outs[i] = out[j]  # (L_i d_output)
+                else:
+                    outs[chunk] = out
+        if per_step:
+            ds = df.assign(unique_id=df["unique_id"].astype(str)).sort_values(["unique_id", "ds"], kind="stable")
+            steps = dict(list(ds.groupby("unique_id", sort=False)["ds"]))
+            result = pd.DataFrame({"unique_id": np.repeat(ids, [len(s) for s in seqs]),
+                                   "ds": np.concatenate([steps[i].to_numpy() for i in ids])})
+            outs = np.concatenate(outs)  # (sum L_i d_output)
+        else:
+            result = pd.DataFrame({"unique_id": ids})
         if self.hparams.task == "regression":
             names = ["prediction"] if outs.shape[1] == 1 else [f"prediction_{i}" for i in range(outs.shape[1])]
             return pd.concat([result, pd.DataFrame(outs, columns=names)], axis=1)
