@@ -38,17 +38,17 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-import warnings
 
 import lightning.pytorch as pl
 import numpy as np
 import soundfile as sf
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from tsuite.audio.mixture_data import AUDIO_SUFFIXES, SILENCE_PEAK, resample
+from tsuite.sharding import add_sharding_arguments, parse_devices, predict_sharded
 from tsuite.tables import InputError
 
 
@@ -341,10 +341,6 @@ class SeparationSummary(BasePredictionWriter):
             print(f"wrote {written} file(s) to {self.output}")
 
 
-def _as_is(item):  # noqa: ANN001, ANN202
-    return item
-
-
 def separate_sharded(model, source: Path, output: Path, overwrite: bool = False, chunk_seconds: float | None = None,
                      overlap_seconds: float | None = None, accelerator: str = "auto", devices: int | str = "auto",
                      strategy: str = "auto", progress: bool = True) -> list[Path]:
@@ -353,14 +349,8 @@ def separate_sharded(model, source: Path, output: Path, overwrite: bool = False,
     Returns every written path on rank 0 (all outputs: a run that returns has written every file), [] elsewhere.
     """
     jobs, chunk, overlap = plan_jobs(model, source, output, overwrite, chunk_seconds, overlap_seconds)
-    summary = SeparationSummary(output)
-    trainer = pl.Trainer(accelerator=accelerator, devices=devices, strategy=strategy, logger=False,
-                         callbacks=[summary], enable_progress_bar=progress, enable_model_summary=False,
-                         use_distributed_sampler=True)
-    loader = DataLoader(FileJobs(jobs), batch_size=None, shuffle=False, collate_fn=_as_is)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Couldn't infer the batch indices")
-        trainer.predict(FileSeparator(model, chunk, overlap), loader, return_predictions=False)
+    trainer = predict_sharded(FileSeparator(model, chunk, overlap), FileJobs(jobs), SeparationSummary(output),
+                              accelerator, devices, strategy, progress)
     return [t for _, targets in jobs for t in targets] if trainer.is_global_zero else []
 
 
@@ -376,11 +366,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--overlap-seconds", type=float, default=None, help="overlap of chunks (default: the model's)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    parser.add_argument("--devices", default=None,
-                        help="shard the files over this many devices/processes with Lightning's predict loop "
-                             "(default: one process, no Trainer)")
-    parser.add_argument("--accelerator", default="auto", help="with --devices: cpu, gpu, auto")
-    parser.add_argument("--strategy", default="auto", help="with --devices: ddp, ddp_spawn, auto")
+    add_sharding_arguments(parser, "files")
     args = parser.parse_args(argv)
     device = pick_device(args.device)
     from tsuite.tracking import load_model
@@ -389,9 +375,8 @@ def main(argv: list[str]) -> None:
     if not hasattr(model, "separate"):
         raise InputError(f"{args.model}: not a speech-separation model ({type(model).__name__})")
     if args.devices is not None:  # the Trainer places the model on each rank's device
-        devices = int(args.devices) if str(args.devices).isdigit() else args.devices
         separate_sharded(model.eval(), Path(args.input), Path(args.output), args.overwrite, args.chunk_seconds,
-                         args.overlap_seconds, args.accelerator, devices, args.strategy,
+                         args.overlap_seconds, args.accelerator, parse_devices(args.devices), args.strategy,
                          progress=not args.no_progress)  # rank 0 prints the summary
         return
     model = model.to(device).eval()

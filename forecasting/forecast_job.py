@@ -25,20 +25,19 @@ import argparse
 import shutil
 import sys
 import tempfile
-import warnings
 import weakref
 from pathlib import Path
-from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 from lightning.pytorch.callbacks import BasePredictionWriter
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from tsuite.forecasting.sources import load_series
 from tsuite.forecasting.validation import REQUIRED
+from tsuite.sharding import add_sharding_arguments, parse_devices, predict_sharded
 from tsuite.tables import AtomicTableWriter, InputError, read_table, write_table_atomic
 from tsuite.tracking import load_model
 
@@ -320,21 +319,12 @@ class ChunkWriter(BasePredictionWriter):
             shutil.rmtree(self.parts, ignore_errors=True)
 
 
-def _as_is(item: Any) -> Any:
-    return item
-
-
 def forecast_sharded(model, chunks: SeriesChunks, horizon: int | None, output: str, accelerator: str = "auto",
                      devices: int | str = "auto", strategy: str = "auto", progress: bool = True) -> int:
     """Forecast the chunks on ``devices`` ranks (Lightning predict loop + :class:`ChunkWriter`); returns rows."""
     writer = ChunkWriter(output, len(chunks))
-    trainer = pl.Trainer(accelerator=accelerator, devices=devices, strategy=strategy, logger=False,
-                         callbacks=[writer], enable_progress_bar=progress, enable_model_summary=False,
-                         use_distributed_sampler=True)
-    loader = DataLoader(chunks, batch_size=None, shuffle=False, collate_fn=_as_is)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Couldn't infer the batch indices")
-        trainer.predict(ChunkForecaster(model, horizon), loader, return_predictions=False)
+    trainer = predict_sharded(ChunkForecaster(model, horizon), chunks, writer, accelerator, devices, strategy,
+                              progress)
     if not trainer.is_global_zero:
         return 0
     if writer.rows == 0 and len(chunks):  # ddp_spawn: the merge ran in the worker; count from the file
@@ -354,11 +344,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--horizon", type=int, default=None, help="steps to forecast (default: the model's horizon)")
     parser.add_argument("--chunk-size", type=int, default=1024, help="series forecast per chunk")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    parser.add_argument("--devices", default=None,
-                        help="shard the chunks over this many devices/processes with Lightning's predict loop "
-                             "(default: one process, no Trainer)")
-    parser.add_argument("--accelerator", default="auto", help="with --devices: cpu, gpu, auto")
-    parser.add_argument("--strategy", default="auto", help="with --devices: ddp, ddp_spawn, auto")
+    add_sharding_arguments(parser, "chunks")
     args = parser.parse_args(argv)
     if args.horizon is not None and args.horizon < 1:
         parser.error(f"--horizon must be ≥ 1, got {args.horizon}")
@@ -371,8 +357,7 @@ def main(argv: list[str]) -> None:
     if args.devices is None:
         rows = forecast_chunks(model, chunks, args.horizon, args.output, progress=not args.no_progress)
     else:
-        devices = int(args.devices) if str(args.devices).isdigit() else args.devices
-        rows = forecast_sharded(model, chunks, args.horizon, args.output, args.accelerator, devices,
-                                args.strategy, progress=not args.no_progress)
+        rows = forecast_sharded(model, chunks, args.horizon, args.output, args.accelerator,
+                                parse_devices(args.devices), args.strategy, progress=not args.no_progress)
     if rows or args.devices is None:
         print(f"wrote {rows} forecasts of {chunks.n_series} series to {args.output}")
