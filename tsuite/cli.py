@@ -39,6 +39,11 @@ JOBS = {
 TRAINER_ACTIONS = ("fit", "validate", "test", "predict")
 
 
+def _unreadable_checkpoint(path: object, err: Exception) -> InputError:
+    return InputError(f"--ckpt_path {path}: cannot be read as a checkpoint ({err}); expected a Lightning "
+                      "checkpoint written by tsuite fit")
+
+
 class MLflowSaveConfig(SaveConfigCallback):
     """Log the fully resolved config to the MLflow run as ``config.yaml`` (MLflow has no log_dir to write to)."""
 
@@ -69,9 +74,7 @@ class TsuiteCLI(LightningCLI):
         try:
             super()._parse_ckpt_path()
         except Exception as err:  # noqa: BLE001 - a truncated or foreign file
-            path = self.config[self.config.subcommand].get("ckpt_path")
-            raise InputError(f"--ckpt_path {path}: cannot be read as a checkpoint ({err}); expected a Lightning "
-                             "checkpoint written by tsuite fit") from err
+            raise _unreadable_checkpoint(self.config[self.config.subcommand].get("ckpt_path"), err) from err
 
     def before_instantiate_classes(self) -> None:
         if self.subcommand == "fit":
@@ -102,8 +105,7 @@ class TsuiteCLI(LightningCLI):
         try:
             run_id = checkpoint_run_id(ckpt)
         except Exception as err:  # noqa: BLE001 - a truncated or foreign file: name it, before any training
-            raise InputError(f"--ckpt_path {ckpt}: cannot be read as a checkpoint ({err}); expected a Lightning "
-                             "checkpoint written by tsuite fit") from err
+            raise _unreadable_checkpoint(ckpt, err) from err
         if run_id and str(getattr(logger, "class_path", "")).endswith("MLFlowLogger") \
                 and not logger.init_args.get("run_id"):
             logger.init_args.run_id = run_id
