@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from tsuite.tables import InputError
+from tsuite.tables import InputError, write_text_atomic
 
 ESPEAK = "espeak-ng"
 ESPEAK_RATE = 22050  # espeak-ng's output sample rate
@@ -144,10 +144,7 @@ def generate_corpus(out_dir: str | os.PathLike, speakers: int = 8, utterances: i
             write_wav_atomic(out / v["name"] / f"utt{u:03d}.wav", audio, sample_rate)
             texts.append(text)
         meta["utterances"][v["name"]] = texts
-    fd, tmp = tempfile.mkstemp(prefix=".corpus.", suffix=".json", dir=out)
-    with os.fdopen(fd, "w") as f:
-        json.dump(meta, f, indent=1)
-    os.replace(tmp, out / MARKER)
+    write_text_atomic(json.dumps(meta, indent=1), out / MARKER)
     return out
 
 

@@ -13,13 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 from tqdm.auto import tqdm
 
-from tsuite.tables import InputError, write_table_atomic
+from tsuite.tables import InputError, write_table_atomic, write_text_atomic
 from tsuite.tracking import load_model
 from tsuite.vision_video.video_data import IMAGE_SUFFIXES, find_clips, frames_table, read_video
 
@@ -47,16 +46,8 @@ def write_captions(df: pd.DataFrame, output: str | os.PathLike) -> Path:
         return write_table_atomic(df, out)
     if suffix != ".jsonl":
         raise InputError(f"{out}: unknown output format {suffix!r}; expected one of {', '.join(OUTPUT_SUFFIXES)}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for clip, caption in zip(df["clip"], df["caption"]):
-                f.write(json.dumps({"clip": clip, "caption": caption}) + "\n")
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    lines = [json.dumps({"clip": clip, "caption": caption}) + "\n" for clip, caption in zip(df["clip"], df["caption"])]
+    write_text_atomic("".join(lines), out)
     return out
 
 
