@@ -13,6 +13,7 @@ import warnings
 from typing import Any
 
 import lightning.pytorch as pl
+import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
 
@@ -34,11 +35,25 @@ def _as_is(item: Any) -> Any:
     return item
 
 
+class _ReleaseProcessGroup(pl.Callback):
+    """Wait for every rank, then destroy the process group, as the last teardown hook of the run.
+
+    Lightning destroys an NCCL group at exit but leaves a gloo one to the interpreter's shutdown, where a rank that
+    exits while its peer's gloo threads still run aborts ("terminate called without an active exception"), after
+    the job's files are written but with a failed exit status.
+    """
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+
+
 def predict_sharded(module: pl.LightningModule, items: Dataset, callback: pl.Callback, accelerator: str = "auto",
                     devices: int | str = "auto", strategy: str = "auto", progress: bool = True) -> pl.Trainer:
     """Run ``module.predict_step`` over ``items``, one item per step, sharded over ranks; return the Trainer."""
     trainer = pl.Trainer(accelerator=accelerator, devices=devices, strategy=strategy, logger=False,
-                         callbacks=[callback], enable_progress_bar=progress, enable_model_summary=False,
+                         callbacks=[callback, _ReleaseProcessGroup()], enable_progress_bar=progress, enable_model_summary=False,
                          use_distributed_sampler=True)
     loader = DataLoader(items, batch_size=None, shuffle=False, collate_fn=_as_is)
     with warnings.catch_warnings():
