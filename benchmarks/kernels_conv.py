@@ -163,9 +163,57 @@ def sweep() -> list[dict]:
     return out
 
 
+MOSSFORMER_SHAPES = [  # (name, C, K, d): the seven depthwise convolutions of one MossFormer2 layer pair
+    ("attn v,u", 2048, 17, 1), ("attn qk", 128, 17, 1), ("attn out", 512, 17, 1), ("fsmn gate", 256, 17, 1),
+    ("fsmn mem 1", 256, 39, 1), ("fsmn mem 2", 512, 39, 2),
+]
+
+
+def sweep_channels_last(batches=((1, 10000), (4, 4000)), dtype=torch.bfloat16) -> list[dict]:
+    """The direct path on MossFormer2's channels-last (B, L, C) shapes under launch choices: forward, grad_x and
+    grad_w kernels timed on their own, with the bytes each must move (GB/s), and cuDNN's forward."""
+    from tsuite.kernels.dwconv1d import ConvConfig, _conv, _weight_grad
+
+    out = []
+    tiles = [(bc, bt, nw) for bc in (32, 64, 128) for bt in (8, 16, 32, 64) for nw in (4, 8) if bc * bt <= 8192]
+    for B, L in batches:
+        for name, C, K, d in MOSSFORMER_SHAPES:
+            g = torch.Generator(device="cuda").manual_seed(0)
+            x = torch.randn(B, L, C, device="cuda", generator=g).to(dtype).transpose(1, 2)
+            gy = torch.randn(B, L, C, device="cuda", generator=g).to(dtype).transpose(1, 2)
+            w = (torch.randn(C, K, device="cuda", generator=g) / K**0.5).to(dtype)
+            pad = left_padding(K, d, False)
+            ref = _cudnn_dwconv(x.float(), w.float(), None, d, False)
+            elem = B * C * L * dtype.itemsize
+            with torch.no_grad():
+                peer = time_ms(lambda: _cudnn_dwconv(x, w, None, d, False), warmup=5, rep=30)
+            for bc, bt, nw in tiles:
+                for unroll in ((16, 64) if K > 16 else (16,)):
+                    cfg = ConvConfig(path="direct", block_c=bc, block_t=bt, num_warps=nw, unroll=unroll)
+                    y = torch.empty_like(x)
+                    try:
+                        _conv(x, w, None, d, pad, False, cfg, y)
+                        err = _rel_err(y, ref)
+                        f = time_ms(lambda: _conv(x, w, None, d, pad, False, cfg, y), warmup=3, rep=20)
+                        gx = time_ms(lambda: _conv(gy, w, None, d, (K - 1) * d - pad, True, cfg, y), warmup=3, rep=20)
+                        gw = time_ms(lambda: _weight_grad(x, gy, K, d, pad, cfg), warmup=3, rep=20)
+                    except Exception as e:  # out of resources: reported, not fatal
+                        print(f"{name} B={B} {bc}x{bt} w{nw} u{unroll}: {type(e).__name__} {str(e)[:120]}")
+                        continue
+                    r = {"shape": f"{name} B={B} L={L} C={C} K={K} d={d}", "config": f"{bc}x{bt} w{nw} u{unroll}",
+                         "err": err, "fwd ms": f, "fwd GB/s": 2 * elem / f / 1e6, "grad_x ms": gx,
+                         "grad_w ms": gw, "grad_w GB/s": 2 * elem / gw / 1e6, "cudnn fwd ms": peer}
+                    out.append(r)
+                    print(r, flush=True)
+    return out
+
+
 def main(argv: list[str]) -> int:
     from benchmarks.kernels import table
 
+    if "--sweep-channels-last" in argv:
+        print(table(sweep_channels_last()))
+        return 0
     if "--sweep" in argv:
         print(table(sweep()))
         return 0

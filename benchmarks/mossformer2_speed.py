@@ -15,6 +15,7 @@ GPU sections (--sections, CUDA-event medians after warm-up):
     without per-layer activation checkpointing;
   - long: one separation of a 10-minute file (B = 1), time and peak memory, where it fits;
   - profile: the CUDA kernels of one eager bf16 separation of 10 s, by total time;
+  - profile_train: the CUDA kernels of one bf16 training step of ours (batch 4 x 4 s), by total time;
   - compile: MossFormer2.compile_layers() under the bf16 CUDA graph (4 s, 10 s) and in the bf16
     training step (with and without checkpointing), with compile times.
 CPU mode (--cpu): separation of 4 s at 8 kHz with torch.set_num_threads(--threads), best and median of
@@ -292,6 +293,34 @@ def gpu_profile(release, ours, results: dict, seconds: int = 10, top: int = 15) 
     print(json.dumps(results[f"profile_bf16_{seconds}s"], indent=1), flush=True)
 
 
+def gpu_profile_train(release, ours, results: dict, top: int = 30) -> None:
+    """The CUDA kernels of one bf16 training step (batch 4 x 4 s) of ours, by total time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.manual_seed(1)
+    x = torch.randn(4, 4 * SR, device="cuda")
+    ref = torch.randn(4, 2, 4 * SR, device="cuda")
+    ours.train()
+    opt = torch.optim.Adam(ours.parameters(), lr=1e-5)
+    step = train_step_fn(ours, opt, x, ref, torch.bfloat16)
+    step()
+    step()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        step()
+        torch.cuda.synchronize()
+    events = sorted(prof.key_averages(), key=lambda e: e.device_time_total, reverse=True)
+    total = sum(e.device_time_total for e in events)
+    results["profile_train_bf16_4x4s"] = {
+        "gpu_busy_ms": total / 1e3,
+        "kernels": [(e.key[:90], e.count, round(e.device_time_total / 1e3, 3)) for e in events[:top]],
+    }
+    del opt, step
+    ours.zero_grad(set_to_none=True)
+    torch.cuda.empty_cache()
+    print(json.dumps(results["profile_train_bf16_4x4s"], indent=1), flush=True)
+
+
 def gpu_compiled(release, ours, results: dict) -> None:
     """torch.compile'd layer pairs: separation (CUDA graph, bf16) and the bf16 training step."""
     import torch._dynamo
@@ -396,7 +425,7 @@ def main() -> None:
                    "torch": torch.__version__}
         release, ours = build("cuda")
         runners = {"separate": gpu_separation, "train": gpu_training, "long": gpu_long_file,
-                   "profile": gpu_profile, "compile": gpu_compiled}
+                   "profile": gpu_profile, "profile_train": gpu_profile_train, "compile": gpu_compiled}
         for section in args.sections.split(","):
             try:  # one failing section must not lose the others' numbers
                 runners[section](release, ours, results)

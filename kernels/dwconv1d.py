@@ -329,6 +329,7 @@ class ConvConfig:
     v: int = 16
     m: int = 64
     chunk: int = 0
+    unroll: int = MAX_UNROLL  # the direct kernels unroll their tap loop when K <= unroll
     num_warps: int = 4
     num_stages: int = 2
 
@@ -441,7 +442,7 @@ def _conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, dila
         _direct_kernel[grid](
             x, weight, bias_arg, out, C, L, *x.stride(), *weight.stride(), *out.stride(),
             K=K, DIL=dilation, PAD=pad, FLIP=flip, HAS_BIAS=has_bias, EVEN_C=C % cfg.block_c == 0,
-            BLOCK_C=cfg.block_c, BLOCK_T=cfg.block_t, UNROLL=K <= MAX_UNROLL, num_warps=cfg.num_warps,
+            BLOCK_C=cfg.block_c, BLOCK_T=cfg.block_t, UNROLL=K <= cfg.unroll, num_warps=cfg.num_warps,
         )
     return out
 
@@ -467,7 +468,7 @@ def _weight_grad(x: torch.Tensor, gy: torch.Tensor, K: int, dilation: int, pad: 
         _direct_wgrad_kernel[grid](
             x, gy, pw, pb, C, L, chunk, n_chunks, *x.stride(), *gy.stride(),
             K=K, KP=_next_pow2(K), DIL=dilation, PAD=pad, EVEN_C=C % cfg.block_c == 0,
-            BLOCK_C=cfg.block_c, BLOCK_T=cfg.block_t, UNROLL=K <= MAX_UNROLL, num_warps=cfg.num_warps,
+            BLOCK_C=cfg.block_c, BLOCK_T=cfg.block_t, UNROLL=K <= cfg.unroll, num_warps=cfg.num_warps,
         )
     return pw.sum(0), pb.sum(0)
 
