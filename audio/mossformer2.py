@@ -150,7 +150,8 @@ class MossFormer2(nn.Module):
         """Run each layer pair through torch.compile (static shapes): fuses its element-wise work.
 
         One compiled function serves all layers (the modules are its arguments); the Triton depthwise
-        convolutions stay outside the compiled graphs. Returns self.
+        convolutions are custom-operator nodes inside the graph (``tsuite::dwconv1d``), so each layer pair
+        is one graph. Returns self.
         """
         self._layer_fn = torch.compile(_layer_pair, dynamic=False, **compile_kwargs)
         return self

@@ -14,6 +14,8 @@ x and grad_y again and writes grad_x (5 tensors).
 
     python -m benchmarks.kernels_conv          # markdown table
     python -m benchmarks.kernels_conv --sweep  # dwconv1d launch-choice sweep (path, row width, warps)
+    python -m benchmarks.kernels_conv --channels-last  # MossFormer2's (B, L, C) shapes: now vs earlier vs cuDNN
+    python -m benchmarks.kernels_conv --sweep-channels-last  # the sweep that chose the channels-last tiles
 """
 
 from __future__ import annotations
@@ -208,8 +210,55 @@ def sweep_channels_last(batches=((1, 10000), (4, 4000)), dtype=torch.bfloat16) -
     return out
 
 
+def channels_last_rows(batches=((1, 10000), (4, 4000)), dtype=torch.bfloat16) -> list[dict]:
+    """MossFormer2's channels-last shapes: the launch choices dwconv1d makes now against the earlier ones
+    (64 x 16 tiles, tap loop unrolled up to 16 taps, tile-wise weight gradient) and against cuDNN, forward
+    and forward+backward (grad_x, grad_w), after checking every output against cuDNN in float32."""
+    from tsuite.kernels.dwconv1d import ConvConfig, _backward, _conv, make_config
+
+    earlier = ConvConfig(path="direct", block_c=64, block_t=16, unroll=16, wgrad="tile")
+    out = []
+    for B, L in batches:
+        for name, C, K, d in MOSSFORMER_SHAPES:
+            g = torch.Generator(device="cuda").manual_seed(0)
+            x = torch.randn(B, L, C, device="cuda", generator=g).to(dtype).transpose(1, 2)
+            gy = torch.randn(B, L, C, device="cuda", generator=g).to(dtype).transpose(1, 2)
+            w = (torch.randn(C, K, device="cuda", generator=g) / K**0.5).to(dtype)
+            pad = left_padding(K, d, False)
+            now = make_config(x.stride(), C, K, d, pad, dtype.itemsize)
+            xr, wr = x.float().requires_grad_(), w.float().requires_grad_()
+            yr = _cudnn_dwconv(xr, wr, None, d, False)
+            gxr, gwr = torch.autograd.grad(yr, (xr, wr), gy.float())
+            r = {"shape": f"{name} B={B} L={L} C={C} K={K} d={d}", "config now": f"{now.block_c}x{now.block_t}"}
+            for label, cfg in (("now", now), ("earlier", earlier)):
+                overrides = {f: getattr(cfg, f) for f in ("block_c", "block_t", "unroll", "wgrad")}
+                y = _conv(x, w, None, d, pad, False, cfg, torch.empty_like(x))
+                gx, gw, _ = _backward(gy, x, w, None, d, False, (True, True, False), "direct", overrides)
+                r[f"err {label}"] = max(_rel_err(y, yr), _rel_err(gx, gxr), _rel_err(gw, gwr))
+                r[f"fwd ms {label}"] = time_ms(lambda: _conv(x, w, None, d, pad, False, cfg, y), warmup=5, rep=30)
+                r[f"bwd ms {label}"] = time_ms(
+                    lambda: _backward(gy, x, w, None, d, False, (True, True, False), "direct", overrides),
+                    warmup=5, rep=30)
+            with torch.no_grad():
+                r["fwd ms cudnn"] = time_ms(lambda: _cudnn_dwconv(x, w, None, d, False), warmup=5, rep=30)
+            xl, wl = x.detach().requires_grad_(), w.detach().requires_grad_()
+            r["fwd+bwd ms cudnn"] = time_ms(
+                lambda: torch.autograd.grad(_cudnn_dwconv(xl, wl, None, d, False), (xl, wl), gy), warmup=5, rep=30)
+            r["fwd+bwd speed-up vs earlier"] = (r["fwd ms earlier"] + r["bwd ms earlier"]) / (r["fwd ms now"]
+                                                                                          + r["bwd ms now"])
+            r["fwd+bwd speed-up vs cudnn"] = r["fwd+bwd ms cudnn"] / (r["fwd ms now"] + r["bwd ms now"])
+            out.append(r)
+            print(r, flush=True)
+    return out
+
+
 def main(argv: list[str]) -> int:
     from benchmarks.kernels import table
+
+    if "--channels-last" in argv:
+        print(torch.cuda.get_device_name())
+        print(table(channels_last_rows()))
+        return 0
 
     if "--sweep-channels-last" in argv:
         print(table(sweep_channels_last()))

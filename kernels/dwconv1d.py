@@ -192,6 +192,51 @@ def _direct_wgrad_kernel(
     tl.store(PB + p * C + c, tl.sum(accb, axis=1), mask=cmask)
 
 
+@triton.jit(do_not_specialize=["N_CHUNKS"])
+def _tapwise_wgrad_kernel(
+    X, G, PW, PB, C, L, CHUNK, N_CHUNKS,
+    sxb, sxc, sxl, sgb, sgc, sgl,
+    K: tl.constexpr, KP: tl.constexpr, DIL: tl.constexpr, PAD: tl.constexpr, NEED_BIAS: tl.constexpr,
+    EVEN_C: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr,
+):
+    """The same partial sums as _direct_wgrad_kernel with the loops swapped: taps outside, time inside.
+
+    Each tap j sweeps the program's time chunk with an element-wise (channels x time) accumulator of
+    grad_y * x shifted by j d - P, summed over time once at the end of the sweep; the chunk's grad_y
+    is re-read per tap from the cache. No per-tile reduction or one-hot update of the (channels x taps)
+    result, which bound the other kernel by arithmetic on wide kernels (K = 17, 39).
+    """
+    chunk = tl.program_id(0)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    b = tl.program_id(2)
+    cmask = _channel_mask(c, C, EVEN_C, BLOCK_C)
+    kk = tl.arange(0, KP)
+    x_row = X + b.to(tl.int64) * sxb + c.to(tl.int64)[:, None] * sxc
+    g_row = G + b.to(tl.int64) * sgb + c.to(tl.int64)[:, None] * sgc
+    acc = tl.zeros([BLOCK_C, KP], dtype=tl.float32)
+    start = chunk * CHUNK
+    end = tl.minimum(start + CHUNK, L)
+    for j in range(K):
+        s = tl.zeros([BLOCK_C, BLOCK_T], dtype=tl.float32)
+        for t0 in range(start, end, BLOCK_T):
+            t = t0 + tl.arange(0, BLOCK_T)
+            ts = t + (j * DIL - PAD)
+            g = tl.load(g_row + t.to(tl.int64)[None, :] * sgl, mask=cmask[:, None] & (t < end)[None, :], other=0.0)
+            xj = tl.load(x_row + ts.to(tl.int64)[None, :] * sxl,
+                         mask=cmask[:, None] & ((t < end) & (ts >= 0) & (ts < L))[None, :], other=0.0)
+            s += g.to(tl.float32) * xj.to(tl.float32)
+        acc = tl.where(kk[None, :] == j, acc + tl.sum(s, axis=1)[:, None], acc)
+    p = (b * N_CHUNKS + chunk).to(tl.int64)
+    tl.store(PW + (p * C + c)[:, None] * K + kk[None, :], acc, mask=cmask[:, None] & (kk < K)[None, :])
+    if NEED_BIAS:
+        sb = tl.zeros([BLOCK_C, BLOCK_T], dtype=tl.float32)
+        for t0 in range(start, end, BLOCK_T):
+            t = t0 + tl.arange(0, BLOCK_T)
+            sb += tl.load(g_row + t.to(tl.int64)[None, :] * sgl, mask=cmask[:, None] & (t < end)[None, :],
+                          other=0.0).to(tl.float32)
+        tl.store(PB + p * C + c, tl.sum(sb, axis=1), mask=cmask)
+
+
 # --------------------------------------------------------------------------- dense (Toeplitz) path
 
 
@@ -330,6 +375,7 @@ class ConvConfig:
     m: int = 64
     chunk: int = 0
     unroll: int = MAX_UNROLL  # the direct kernels unroll their tap loop when K <= unroll
+    wgrad: str = "tile"  # direct path's weight gradient: "tile" (_direct_wgrad_kernel) or "tap" (_tapwise_...)
     num_warps: int = 4
     num_stages: int = 2
 
@@ -395,9 +441,13 @@ def make_config(
         cfg = dict(path="dense", r=r, v=v, m=m, num_warps=4 if r * m <= (4096 if itemsize == 4 else 8192) else 8)
     else:
         n = 2048 if K <= 4 else 1024  # elements per program: every unrolled tap's load is in flight at once
-        if sc == 1 and sl != 1:  # channels-last: lanes along channels
-            bc = min(64, _next_pow2(C))
-            cfg = dict(path="direct", block_c=bc, block_t=max(16, n // bc))
+        if sc == 1 and sl != 1:  # channels-last: lanes along channels; tiles from the H100 sweep at MossFormer2's
+            # shapes (benchmarks/kernels_conv.py --sweep-channels-last): up to 32 taps unrolled over 128 x 32
+            # tiles, wider kernels looped over 64 x 64; the tap-outer weight gradient
+            if K <= 32:
+                cfg = dict(path="direct", block_c=min(128, _next_pow2(C)), block_t=32, unroll=32, wgrad="tap")
+            else:
+                cfg = dict(path="direct", block_c=min(64, _next_pow2(C)), block_t=64, wgrad="tap")
         else:
             bc = min(4, _next_pow2(C))
             cfg = dict(path="direct", block_c=bc, block_t=n // bc)
@@ -407,16 +457,18 @@ def make_config(
     return ConvConfig(**cfg)
 
 
-def _chunking(L: int, tile: int, programs_per_chunk: int, device: torch.device, chunk: int) -> tuple[int, int]:
+def _chunking(L: int, tile: int, programs_per_chunk: int, device: torch.device, chunk: int,
+              max_tiles: int = 8) -> tuple[int, int]:
     """(chunk, n_chunks): time steps per program, a multiple of `tile`, aiming at >= 4 programs per multiprocessor
-    while each program still covers up to 8 tiles (fewer partial sums, the Toeplitz matrix built fewer times)."""
+    while each program still covers up to `max_tiles` tiles (fewer partial sums, the Toeplitz matrix built fewer
+    times)."""
     n_tiles = triton.cdiv(max(L, 1), tile)
     if chunk <= 0:
         if device.type != "cuda":
             per = 2
         else:
             want = 4 * _sm_count(device.index if device.index is not None else torch.cuda.current_device())
-            per = max(1, min(8, (n_tiles * programs_per_chunk) // want))
+            per = max(1, min(max_tiles, (n_tiles * programs_per_chunk) // want))
         chunk = per * tile
     chunk = max(tile, (chunk // tile) * tile)
     return chunk, triton.cdiv(max(L, 1), chunk)
@@ -447,13 +499,15 @@ def _conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, dila
     return out
 
 
-def _weight_grad(x: torch.Tensor, gy: torch.Tensor, K: int, dilation: int, pad: int, cfg: ConvConfig):
-    """(grad_w (C, K), grad_bias (C,)) in float32: per-program partial sums, added in a fixed order."""
+def _weight_grad(x: torch.Tensor, gy: torch.Tensor, K: int, dilation: int, pad: int, cfg: ConvConfig,
+                 need_bias: bool = True):
+    """(grad_w (C, K), grad_bias (C,) or None) in float32: per-program partial sums, added in a fixed order."""
     B, C, L = x.shape
     if cfg.path == "dense":
         chunk, n_chunks = _chunking(L, cfg.r * cfg.v, C * B, x.device, cfg.chunk)
-    else:
-        chunk, n_chunks = _chunking(L, cfg.block_t, triton.cdiv(C, cfg.block_c) * B, x.device, cfg.chunk)
+    else:  # the tap-outer kernel re-reads its chunk of grad_y once per tap: 4 tiles keep it in the L1 cache
+        chunk, n_chunks = _chunking(L, cfg.block_t, triton.cdiv(C, cfg.block_c) * B, x.device, cfg.chunk,
+                                    max_tiles=4 if cfg.wgrad == "tap" else 8)
     pw = torch.empty((B * n_chunks, C, K), dtype=torch.float32, device=x.device)
     pb = torch.empty((B * n_chunks, C), dtype=torch.float32, device=x.device)
     if cfg.path == "dense":
@@ -463,6 +517,12 @@ def _weight_grad(x: torch.Tensor, gy: torch.Tensor, K: int, dilation: int, pad: 
             IS_FP32=x.dtype == torch.float32,
             num_warps=cfg.num_warps, num_stages=cfg.num_stages,
         )
+    elif cfg.wgrad == "tap":
+        _tapwise_wgrad_kernel[(n_chunks, triton.cdiv(C, cfg.block_c), B)](
+            x, gy, pw, pb, C, L, chunk, n_chunks, *x.stride(), *gy.stride(),
+            K=K, KP=_next_pow2(K), DIL=dilation, PAD=pad, NEED_BIAS=need_bias, EVEN_C=C % cfg.block_c == 0,
+            BLOCK_C=cfg.block_c, BLOCK_T=cfg.block_t, num_warps=cfg.num_warps,
+        )
     else:
         grid = (n_chunks, triton.cdiv(C, cfg.block_c), B)
         _direct_wgrad_kernel[grid](
@@ -470,7 +530,7 @@ def _weight_grad(x: torch.Tensor, gy: torch.Tensor, K: int, dilation: int, pad: 
             K=K, KP=_next_pow2(K), DIL=dilation, PAD=pad, EVEN_C=C % cfg.block_c == 0,
             BLOCK_C=cfg.block_c, BLOCK_T=cfg.block_t, UNROLL=K <= cfg.unroll, num_warps=cfg.num_warps,
         )
-    return pw.sum(0), pb.sum(0)
+    return pw.sum(0), (pb.sum(0) if need_bias else None)
 
 
 def _on_device(x: torch.Tensor):
@@ -479,39 +539,101 @@ def _on_device(x: torch.Tensor):
     return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
 
 
+def _forward(x, weight, bias, dilation: int, causal: bool, path: str | None, overrides: dict) -> torch.Tensor:
+    C, K = weight.shape
+    pad = left_padding(K, dilation, causal)
+    cfg = make_config(x.stride(), C, K, dilation, pad, x.element_size(), path, **overrides)
+    with _on_device(x):
+        return _conv(x, weight, bias, dilation, pad, False, cfg, torch.empty_like(x))
+
+
+def _backward(gy, x, weight, bias_dtype, dilation: int, causal: bool, needs: tuple[bool, bool, bool],
+              path: str | None, overrides: dict):
+    """(grad_x, grad_w, grad_bias), each None where `needs` says it is not wanted."""
+    C, K = weight.shape
+    d = dilation
+    pad = left_padding(K, d, causal)
+    gx = gw = gb = None
+    with _on_device(x):
+        if needs[0]:
+            # grad_x = the same convolution of grad_y with the taps flipped and the padding mirrored
+            pad_t = (K - 1) * d - pad
+            cfg = make_config(gy.stride(), C, K, d, pad_t, gy.element_size(), path, **overrides)
+            gx = _conv(gy, weight, None, d, pad_t, True, cfg, torch.empty_like(x))
+        if needs[1] or needs[2]:
+            # the dense path reads x and grad_y along time: both must be time-contiguous
+            sl = x.stride(2) if gy.stride(2) == 1 else 0
+            cfg = make_config((0, x.stride(1), sl), C, K, d, pad, x.element_size(), path, **overrides)
+            gw32, gb32 = _weight_grad(x, gy, K, d, pad, cfg, need_bias=needs[2])
+            gw = gw32.to(weight.dtype) if needs[1] else None
+            gb = gb32.to(bias_dtype) if needs[2] else None
+    return gx, gw, gb
+
+
 class _DwConv1dFn(torch.autograd.Function):
+    """Autograd of the Triton path with explicit launch choices (eager; tests and tuning)."""
+
     @staticmethod
     def forward(ctx, x, weight, bias, dilation, causal, path, overrides):
-        C, K = weight.shape
-        pad = left_padding(K, dilation, causal)
-        cfg = make_config(x.stride(), C, K, dilation, pad, x.element_size(), path, **overrides)
-        with _on_device(x):
-            y = _conv(x, weight, bias, dilation, pad, False, cfg, torch.empty_like(x))
         ctx.save_for_backward(x, weight)
         ctx.bias_dtype = None if bias is None else bias.dtype
-        ctx.dilation, ctx.pad, ctx.path, ctx.overrides = dilation, pad, path, overrides
-        return y
+        ctx.dilation, ctx.causal, ctx.path, ctx.overrides = dilation, causal, path, overrides
+        return _forward(x, weight, bias, dilation, causal, path, overrides)
 
     @staticmethod
     def backward(ctx, gy):
         x, weight = ctx.saved_tensors
-        C, K = weight.shape
-        d, pad, path, overrides = ctx.dilation, ctx.pad, ctx.path, ctx.overrides
-        gx = gw = gb = None
-        with _on_device(x):
-            if ctx.needs_input_grad[0]:
-                # grad_x = the same convolution of grad_y with the taps flipped and the padding mirrored
-                pad_t = (K - 1) * d - pad
-                cfg = make_config(gy.stride(), C, K, d, pad_t, gy.element_size(), path, **overrides)
-                gx = _conv(gy, weight, None, d, pad_t, True, cfg, torch.empty_like(x))
-            if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-                # the dense path reads x and grad_y along time: both must be time-contiguous
-                sl = x.stride(2) if gy.stride(2) == 1 else 0
-                cfg = make_config((0, x.stride(1), sl), C, K, d, pad, x.element_size(), path, **overrides)
-                gw32, gb32 = _weight_grad(x, gy, K, d, pad, cfg)
-                gw = gw32.to(weight.dtype) if ctx.needs_input_grad[1] else None
-                gb = gb32.to(ctx.bias_dtype) if ctx.needs_input_grad[2] else None
+        needs = tuple(ctx.needs_input_grad[:3])
+        gx, gw, gb = _backward(gy, x, weight, ctx.bias_dtype, ctx.dilation, ctx.causal, needs, ctx.path,
+                               ctx.overrides)
         return gx, gw, gb, None, None, None, None
+
+
+# The same computation as a torch.library custom operator, so that torch.compile keeps a model that calls
+# dwconv1d in one graph (the Triton launches are an opaque node, with fake-tensor shapes and a registered
+# backward) instead of breaking the graph at every convolution. dwconv1d takes this route while compiling.
+
+
+@torch.library.custom_op("tsuite::dwconv1d", mutates_args=())
+def _dwconv1d_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, dilation: int,
+                 causal: bool) -> torch.Tensor:
+    return _forward(x, weight, bias, dilation, causal, None, {})
+
+
+@_dwconv1d_op.register_fake
+def _dwconv1d_op_fake(x, weight, bias, dilation, causal):
+    return torch.empty_like(x)
+
+
+@torch.library.custom_op("tsuite::dwconv1d_backward", mutates_args=())
+def _dwconv1d_backward_op(gy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                          dilation: int, causal: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(grad_x, grad_w, grad_bias); grad_bias is an empty tensor when there is no bias."""
+    has_bias = bias is not None
+    gx, gw, gb = _backward(gy, x, weight, bias.dtype if has_bias else None, dilation, causal,
+                           (True, True, has_bias), None, {})
+    return gx, gw, gb if has_bias else x.new_empty(0)
+
+
+@_dwconv1d_backward_op.register_fake
+def _dwconv1d_backward_op_fake(gy, x, weight, bias, dilation, causal):
+    gb = torch.empty_like(bias) if bias is not None else x.new_empty(0)
+    return torch.empty_like(x), torch.empty_like(weight, memory_format=torch.contiguous_format), gb
+
+
+def _op_setup_context(ctx, inputs, output):
+    x, weight, bias, dilation, causal = inputs
+    ctx.save_for_backward(x, weight, bias)
+    ctx.dilation, ctx.causal = dilation, causal
+
+
+def _op_backward(ctx, gy):
+    x, weight, bias = ctx.saved_tensors
+    gx, gw, gb = _dwconv1d_backward_op(gy, x, weight, bias, ctx.dilation, ctx.causal)
+    return gx, gw, (gb if bias is not None else None), None, None
+
+
+_dwconv1d_op.register_autograd(_op_backward, setup_context=_op_setup_context)
 
 
 # --------------------------------------------------------------------------- public API
@@ -536,6 +658,8 @@ def _dwconv1d_triton(
         raise ValueError(f"path must be None, 'direct' or 'dense'; got {path!r}")
     if x.numel() == 0:
         return dwconv1d_ref(x, weight, bias, dilation, causal)
+    if path is None and not overrides and torch.compiler.is_compiling():
+        return _dwconv1d_op(x, weight, bias, int(dilation), bool(causal))
     return _DwConv1dFn.apply(x, weight, bias, int(dilation), bool(causal), path, overrides)
 
 

@@ -116,6 +116,26 @@ def test_triton_reads_channels_last_views_in_place(K, dilation):
 
 
 @needs_triton
+@pytest.mark.parametrize("wgrad", ["tile", "tap"])
+@pytest.mark.parametrize("K,dilation,causal", [(17, 1, False), (39, 2, False), (6, 3, True)])
+def test_channels_last_weight_gradient_kernels_match_reference(wgrad, K, dilation, causal):
+    # C = 5 is not a multiple of the channel block; L = 300 crosses tiles and 64-step chunks (partial sums)
+    check_triton(K, dilation, causal, L=300, C=5, channels_last=True, path="direct", wgrad=wgrad, chunk=64,
+                 block_t=32, unroll=32, seed=K + dilation)
+
+
+@needs_triton
+def test_tapwise_weight_gradient_without_bias_is_deterministic():
+    x, w, _, gy = make_inputs(L=300, K=9, channels_last=True, device=DEVICE)
+    fn = lambda x, w: _dwconv1d_triton(x, w, None, dilation=2, causal=False, wgrad="tap", chunk=64)  # noqa: E731
+    grads = [torch.autograd.grad(fn(x.requires_grad_(), w.requires_grad_()), (x, w), gy) for _ in range(2)]
+    assert torch.equal(grads[0][1], grads[1][1])
+    xr, wr = x.detach().double().requires_grad_(), w.detach().double().requires_grad_()
+    gxr, gwr = torch.autograd.grad(dwconv1d_ref(xr, wr, None, 2, False), (xr, wr), gy.double())
+    assert rel_err(grads[0][0], gxr) < TOL_FP32 and rel_err(grads[0][1], gwr) < TOL_FP32
+
+
+@needs_triton
 def test_triton_output_keeps_channels_last_layout_and_gradient_layouts():
     x, w, b, gy = make_inputs(K=3, channels_last=True, device=DEVICE)
     y, gx, gw, gb = grads_of(lambda *a: dwconv1d(*a, dilation=2, backend="triton"), x, w, b, gy)
@@ -241,3 +261,30 @@ def test_rejects_wrong_shapes_with_a_message():
         dwconv1d(x, w, b[:2], backend="torch")
     with pytest.raises(ValueError, match=r"state must have shape"):
         dwconv1d_step(torch.zeros(2, 3, 5), x[:, :, 0], w, None, 1)
+
+
+# --------------------------------------------------------------------------- torch.compile
+
+
+@needs_triton
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_custom_op_passes_opcheck(with_bias):
+    """The tsuite::dwconv1d operator: schema, fake-tensor shapes and strides, autograd registration."""
+    x, w, b, _ = make_inputs(L=40, K=5, channels_last=True, device=DEVICE)
+    args = (x.requires_grad_(), w.requires_grad_(), b.requires_grad_() if with_bias else None, 2, False)
+    torch.library.opcheck(torch.ops.tsuite.dwconv1d.default, args)
+
+
+@needs_triton
+def test_compiled_function_keeps_dwconv1d_in_one_graph_with_the_same_gradients():
+    """fullgraph=True fails on a graph break; outputs and gradients equal the eager Triton path's."""
+    x, w, b, gy = make_inputs(L=50, K=9, C=4, channels_last=True, device=DEVICE)
+
+    def block(x, w, b):
+        return torch.nn.functional.silu(x) + dwconv1d(torch.nn.functional.silu(x), w, b, dilation=2, causal=False)
+
+    compiled = torch.compile(block, fullgraph=True, backend="aot_eager")
+    got = grads_of(compiled, x, w, b, gy)
+    want = grads_of(block, x, w, b, gy)
+    for name, a, r in zip(("y", "grad_x", "grad_w", "grad_b"), got, want):
+        assert rel_err(a, r) < 1e-6, name
