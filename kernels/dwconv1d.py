@@ -31,8 +31,13 @@ taps flipped and the padding mirrored ((K-1) d - P on the left); grad_w[c, j] =
 sum_{b,t} grad_y[b,c,t] x[b,c,t + j d - P] is summed per program (direct: per
 tap; dense: Z = X^T @ G on the tensor cores, then the sums along Z's diagonals), the
 per-program partial sums written to a (programs, C, K) float32 buffer and
-added in a fixed order: deterministic, no atomics. `dwconv1d_step` (streaming)
-is pure PyTorch, in `dwconv1d_ref.py`.
+added in a fixed order: deterministic, no atomics. Channels-last inputs (stride 1
+along channels) take a tap-outer weight-gradient kernel instead: one sweep of the
+time chunk per tap with an element-wise accumulator, no per-tile reduction.
+`dwconv1d_step` (streaming) is pure PyTorch, in `dwconv1d_ref.py`.
+
+Under torch.compile, `dwconv1d` is the custom operator `tsuite::dwconv1d` (with
+`tsuite::dwconv1d_backward`), so a compiled model keeps it inside one graph.
 """
 
 from __future__ import annotations
