@@ -171,6 +171,15 @@ MOSSFORMER_SHAPES = [  # (name, C, K, d): the seven depthwise convolutions of on
 ]
 
 
+def _channels_last_inputs(B, L, C, K, dtype, seed=0):
+    """x and grad_y as (B, C, L) views of channels-last (B, L, C) tensors, and taps (C, K)."""
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    x = torch.randn(B, L, C, device="cuda", generator=g).to(dtype).transpose(1, 2)
+    gy = torch.randn(B, L, C, device="cuda", generator=g).to(dtype).transpose(1, 2)
+    w = (torch.randn(C, K, device="cuda", generator=g) / K**0.5).to(dtype)
+    return x, w, gy
+
+
 def sweep_channels_last(batches=((1, 10000), (4, 4000)), dtype=torch.bfloat16) -> list[dict]:
     """The direct path on MossFormer2's channels-last (B, L, C) shapes under launch choices: forward, grad_x and
     grad_w kernels timed on their own, with the bytes each must move (GB/s), and cuDNN's forward."""
@@ -180,10 +189,7 @@ def sweep_channels_last(batches=((1, 10000), (4, 4000)), dtype=torch.bfloat16) -
     tiles = [(bc, bt, nw) for bc in (32, 64, 128) for bt in (8, 16, 32, 64) for nw in (4, 8) if bc * bt <= 8192]
     for B, L in batches:
         for name, C, K, d in MOSSFORMER_SHAPES:
-            g = torch.Generator(device="cuda").manual_seed(0)
-            x = torch.randn(B, L, C, device="cuda", generator=g).to(dtype).transpose(1, 2)
-            gy = torch.randn(B, L, C, device="cuda", generator=g).to(dtype).transpose(1, 2)
-            w = (torch.randn(C, K, device="cuda", generator=g) / K**0.5).to(dtype)
+            x, w, gy = _channels_last_inputs(B, L, C, K, dtype)
             pad = left_padding(K, d, False)
             ref = _cudnn_dwconv(x.float(), w.float(), None, d, False)
             elem = B * C * L * dtype.itemsize
@@ -220,10 +226,7 @@ def channels_last_rows(batches=((1, 10000), (4, 4000)), dtype=torch.bfloat16) ->
     out = []
     for B, L in batches:
         for name, C, K, d in MOSSFORMER_SHAPES:
-            g = torch.Generator(device="cuda").manual_seed(0)
-            x = torch.randn(B, L, C, device="cuda", generator=g).to(dtype).transpose(1, 2)
-            gy = torch.randn(B, L, C, device="cuda", generator=g).to(dtype).transpose(1, 2)
-            w = (torch.randn(C, K, device="cuda", generator=g) / K**0.5).to(dtype)
+            x, w, gy = _channels_last_inputs(B, L, C, K, dtype)
             pad = left_padding(K, d, False)
             now = make_config(x.stride(), C, K, d, pad, dtype.itemsize)
             xr, wr = x.float().requires_grad_(), w.float().requires_grad_()
